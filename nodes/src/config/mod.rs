@@ -1,0 +1,120 @@
+//! The topology configuration: one TOML file describes a whole deployment (synchronizer,
+//! participants, lb, gateways). `schema` holds the serde types exactly as written in the file;
+//! `validate` checks cross-field rules and names the offending key. Nothing here opens a socket
+//! or a database.
+
+mod schema;
+mod validate;
+
+pub use schema::{
+    BackendGroup, Frontend, FrontendProtocol, GatewayConfig, LbConfig, NodeConfig, ParticipantConfig,
+    ReplicaConfig, ReplicationConfig, SynchronizerConfig, TopologyConfig,
+};
+pub use validate::ConfigError;
+
+use std::path::Path;
+
+/// The kinds of node `tandem node` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    Participant,
+    Sequencer,
+    Mediator,
+    TopologyManager,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Participant => "participant",
+            NodeKind::Sequencer => "sequencer",
+            NodeKind::Mediator => "mediator",
+            NodeKind::TopologyManager => "topology-manager",
+        }
+    }
+
+    /// Participants serve the Ledger API and sequencers the sequencer API; mediators and
+    /// topology managers only have admin and health ports.
+    pub fn has_public_api(self) -> bool {
+        matches!(self, NodeKind::Participant | NodeKind::Sequencer)
+    }
+
+    /// Sequencers run active-active; every other kind elects one active replica.
+    pub fn is_active_active(self) -> bool {
+        self == NodeKind::Sequencer
+    }
+}
+
+impl std::fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One logical node of the topology as the runtime sees it: its kind, its config and where in the
+/// file it came from (for error messages).
+#[derive(Debug, Clone)]
+pub struct NodeRef<'a> {
+    pub name: &'a str,
+    pub kind: NodeKind,
+    pub config: &'a NodeConfig,
+    pub key: String,
+}
+
+impl TopologyConfig {
+    /// Parses and validates a topology file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates topology TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut config: TopologyConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        validate::validate(&mut config)?;
+        Ok(config)
+    }
+
+    /// Every logical node, synchronizer nodes first, in file order.
+    pub fn nodes(&self) -> Vec<NodeRef<'_>> {
+        let sync = &self.synchronizer;
+        let mut nodes = vec![
+            NodeRef {
+                name: &sync.sequencer.name,
+                kind: NodeKind::Sequencer,
+                config: &sync.sequencer,
+                key: "synchronizer.sequencer".into(),
+            },
+            NodeRef {
+                name: &sync.mediator.name,
+                kind: NodeKind::Mediator,
+                config: &sync.mediator,
+                key: "synchronizer.mediator".into(),
+            },
+            NodeRef {
+                name: &sync.topology_manager.name,
+                kind: NodeKind::TopologyManager,
+                config: &sync.topology_manager,
+                key: "synchronizer.topology_manager".into(),
+            },
+        ];
+        for (i, p) in self.participants.iter().enumerate() {
+            nodes.push(NodeRef {
+                name: &p.name,
+                kind: NodeKind::Participant,
+                config: &p.node,
+                key: format!("participants[{i}]"),
+            });
+        }
+        nodes
+    }
+
+    /// The logical node called `name`.
+    pub fn node(&self, name: &str) -> Option<NodeRef<'_>> {
+        self.nodes().into_iter().find(|n| n.name == name)
+    }
+}

@@ -1,0 +1,150 @@
+//! The serde shape of a topology file. Every struct refuses unknown keys; defaults live here and
+//! only here.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyConfig {
+    #[serde(default)]
+    pub replication: ReplicationConfig,
+    pub synchronizer: SynchronizerConfig,
+    #[serde(default)]
+    pub participants: Vec<ParticipantConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb: Option<LbConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<GatewayConfig>,
+}
+
+/// Timing of leader election, shared by every active-passive node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// How long a leader's lease lasts without renewal. A SIGKILLed SQLite leader is replaced
+    /// after at most this long; a hung Postgres leader (stopped, partitioned) too.
+    pub lease_ms: u64,
+    /// How often the leader renews its lease.
+    pub renew_interval_ms: u64,
+    /// How often a standby tries to take over.
+    pub poll_interval_ms: u64,
+    /// How long `set-passive` waits for a standby to take over before staying active.
+    pub handover_timeout_ms: u64,
+    /// How long connecting to the database may take at start before the node gives up.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            lease_ms: 600,
+            renew_interval_ms: 150,
+            poll_interval_ms: 50,
+            handover_timeout_ms: 2_000,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynchronizerConfig {
+    #[serde(default = "default_synchronizer_name")]
+    pub name: String,
+    pub sequencer: NodeConfig,
+    pub mediator: NodeConfig,
+    pub topology_manager: NodeConfig,
+}
+
+fn default_synchronizer_name() -> String {
+    "synchronizer1".into()
+}
+
+/// A logical node: one identity, one database, several replicas.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Defaults per kind: `sequencer`, `mediator`, `topology-manager`; participants must name
+    /// themselves.
+    #[serde(default)]
+    pub name: String,
+    /// `sqlite://path/to/file.db` or `postgres://user@host:port/database`.
+    pub storage: String,
+    pub replicas: Vec<ReplicaConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub node: NodeConfig,
+}
+
+/// One replica's addresses. Port 0 asks the OS for a free port; the replica prints the bound
+/// addresses on its ready line.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// The public API: the Ledger API of a participant, the sequencer API of a sequencer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<SocketAddr>,
+    /// gRPC admin API (replication, and per-kind administration).
+    pub admin: SocketAddr,
+    /// HTTP/1 health and metrics server.
+    pub health: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbConfig {
+    /// Admin endpoint: backend states, counters, Prometheus metrics.
+    pub admin: SocketAddr,
+    #[serde(default)]
+    pub frontends: Vec<Frontend>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrontendProtocol {
+    H2c,
+    Http1,
+    Auto,
+}
+
+/// What a frontend routes to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BackendGroup {
+    /// The Ledger API of a participant's active replica.
+    LedgerApi { participant: String },
+    /// The admin API of a participant's active replica.
+    AdminApi { participant: String },
+    /// Every healthy sequencer, round-robin.
+    Sequencers,
+    /// Every healthy gateway, round-robin.
+    Gateways,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frontend {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub protocol: FrontendProtocol,
+    pub backend: BackendGroup,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// The address clients reach this gateway at (links, OpenAPI `servers`); defaults to
+    /// `http://<listen>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_url: Option<String>,
+    /// The participant Ledger API the gateway talks to, e.g. the lb's ledger-api frontend.
+    pub ledger_api: String,
+}

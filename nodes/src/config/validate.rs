@@ -1,0 +1,212 @@
+//! Cross-field rules of a topology file. Every error names the key it is about, in the dotted
+//! form an operator would search the file for (`participants[1].replicas[0].admin`).
+
+use super::schema::{BackendGroup, NodeConfig, TopologyConfig};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: {key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{path}: {inner}")]
+    InFile {
+        path: String,
+        inner: Box<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    pub(super) fn in_file(self, path: &std::path::Path) -> Self {
+        ConfigError::InFile {
+            path: path.display().to_string(),
+            inner: Box::new(self),
+        }
+    }
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Largest sequencer count: node indexes partition microsecond timestamps (design.md §5.1).
+const MAX_SEQUENCERS: usize = 31;
+
+pub(super) fn validate(config: &mut TopologyConfig) -> Result<(), ConfigError> {
+    apply_default_names(config);
+    validate_replication(config)?;
+    let mut names = Names::default();
+    let mut addresses = Addresses::default();
+    let nodes = config.nodes();
+    for node in &nodes {
+        names.claim(node.name, &format!("{}.name", node.key))?;
+        validate_node(node.config, &node.key, node.kind.has_public_api(), &mut addresses)?;
+    }
+    if config.synchronizer.sequencer.replicas.len() > MAX_SEQUENCERS {
+        return Err(invalid(
+            "synchronizer.sequencer.replicas",
+            format!("at most {MAX_SEQUENCERS} sequencers are supported"),
+        ));
+    }
+    if let Some(lb) = &config.lb {
+        addresses.claim(lb.admin, "lb.admin")?;
+        let mut frontends = Names::default();
+        for (i, f) in lb.frontends.iter().enumerate() {
+            let key = format!("lb.frontends[{i}]");
+            frontends.claim(&f.name, &format!("{key}.name"))?;
+            addresses.claim(f.listen, &format!("{key}.listen"))?;
+            if let BackendGroup::LedgerApi { participant } | BackendGroup::AdminApi { participant } =
+                &f.backend
+            {
+                if !config.participants.iter().any(|p| &p.name == participant) {
+                    return Err(invalid(
+                        format!("{key}.backend"),
+                        format!("no participant is named {participant:?}"),
+                    ));
+                }
+            }
+        }
+    }
+    for (i, g) in config.gateways.iter().enumerate() {
+        let key = format!("gateways[{i}]");
+        names.claim(&g.name, &format!("{key}.name"))?;
+        addresses.claim(g.listen, &format!("{key}.listen"))?;
+        if g.ledger_api.trim().is_empty() {
+            return Err(invalid(format!("{key}.ledger_api"), "must not be empty"));
+        }
+    }
+    Ok(())
+}
+
+fn apply_default_names(config: &mut TopologyConfig) {
+    let sync = &mut config.synchronizer;
+    for (node, default) in [
+        (&mut sync.sequencer, "sequencer"),
+        (&mut sync.mediator, "mediator"),
+        (&mut sync.topology_manager, "topology-manager"),
+    ] {
+        if node.name.is_empty() {
+            node.name = default.into();
+        }
+    }
+    for p in &mut config.participants {
+        p.node.name = p.name.clone();
+    }
+}
+
+fn validate_replication(config: &TopologyConfig) -> Result<(), ConfigError> {
+    let r = &config.replication;
+    for (key, value) in [
+        ("replication.lease_ms", r.lease_ms),
+        ("replication.renew_interval_ms", r.renew_interval_ms),
+        ("replication.poll_interval_ms", r.poll_interval_ms),
+        ("replication.handover_timeout_ms", r.handover_timeout_ms),
+        ("replication.connect_timeout_ms", r.connect_timeout_ms),
+    ] {
+        if value == 0 {
+            return Err(invalid(key, "must be greater than 0"));
+        }
+    }
+    if r.renew_interval_ms.saturating_mul(2) > r.lease_ms {
+        return Err(invalid(
+            "replication.renew_interval_ms",
+            format!(
+                "{} ms leaves no room to renew a {} ms lease; use at most half of lease_ms",
+                r.renew_interval_ms, r.lease_ms
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_node(
+    node: &NodeConfig,
+    key: &str,
+    has_public_api: bool,
+    addresses: &mut Addresses,
+) -> Result<(), ConfigError> {
+    validate_storage(&node.storage, &format!("{key}.storage"))?;
+    if node.replicas.is_empty() {
+        return Err(invalid(format!("{key}.replicas"), "needs at least one replica"));
+    }
+    for (i, replica) in node.replicas.iter().enumerate() {
+        let rkey = format!("{key}.replicas[{i}]");
+        match (replica.api, has_public_api) {
+            (Some(api), true) => addresses.claim(api, &format!("{rkey}.api"))?,
+            (None, true) => return Err(invalid(format!("{rkey}.api"), "missing field `api`")),
+            (Some(_), false) => {
+                return Err(invalid(
+                    format!("{rkey}.api"),
+                    "this node kind has no public API; remove the key",
+                ))
+            }
+            (None, false) => {}
+        }
+        addresses.claim(replica.admin, &format!("{rkey}.admin"))?;
+        addresses.claim(replica.health, &format!("{rkey}.health"))?;
+    }
+    Ok(())
+}
+
+fn validate_storage(url: &str, key: &str) -> Result<(), ConfigError> {
+    let ok = ["sqlite://", "sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{url:?} is not a storage URL; use sqlite://PATH or postgres://USER@HOST:PORT/DATABASE"),
+        ))
+    }
+}
+
+/// Names must be unique across the whole topology: they key databases, logs and CLI arguments.
+#[derive(Default)]
+struct Names(HashMap<String, String>);
+
+impl Names {
+    fn claim(&mut self, name: &str, key: &str) -> Result<(), ConfigError> {
+        let well_formed = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !well_formed {
+            return Err(invalid(
+                key,
+                format!("{name:?} is not a valid name: use letters, digits, '-' and '_'"),
+            ));
+        }
+        if let Some(first) = self.0.insert(name.to_string(), key.to_string()) {
+            return Err(invalid(key, format!("name {name:?} is already used by {first}")));
+        }
+        Ok(())
+    }
+}
+
+/// Two listeners on one address cannot both start. Port 0 (pick a free port) never clashes.
+#[derive(Default)]
+struct Addresses(HashMap<SocketAddr, String>);
+
+impl Addresses {
+    fn claim(&mut self, addr: SocketAddr, key: &str) -> Result<(), ConfigError> {
+        if addr.port() == 0 {
+            return Ok(());
+        }
+        if let Some(first) = self.0.insert(addr, key.to_string()) {
+            return Err(invalid(key, format!("address {addr} is already used by {first}")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! Fenced write transactions (design.md §4): every write of an active replica checks, inside its
+//! own transaction, that the replica's leadership epoch is still the current one. A replica that
+//! was stopped, partitioned or simply slow while another took over can therefore never write.
+
+use super::{Db, StoreError};
+use sqlx::{Postgres, Sqlite, Transaction};
+
+/// The identity a write is fenced by: which replica, holding which epoch, of which node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub node: String,
+    pub replica: u32,
+    pub epoch: u64,
+}
+
+/// An open write transaction whose fence was checked. Store modules run their statements on it
+/// and commit; dropping it rolls back.
+pub enum FencedTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl FencedTx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            FencedTx::Sqlite(tx) => tx.commit().await?,
+            FencedTx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+impl super::Store {
+    /// Opens a write transaction and checks the fence inside it.
+    ///
+    /// SQLite: a no-op UPDATE of the leader row takes the database's write lock first, so no
+    /// takeover can commit between the check and this transaction's commit. Postgres: `FOR SHARE`
+    /// on the leader row makes a takeover (which updates that row) wait until this commits, and
+    /// every later transaction sees the new epoch.
+    pub async fn begin_fenced(&self, fence: &Fence) -> Result<FencedTx, StoreError> {
+        let epoch = i64::try_from(fence.epoch).unwrap_or(i64::MAX);
+        let fenced = || StoreError::Fenced {
+            node: fence.node.clone(),
+            replica: fence.replica,
+            epoch: fence.epoch,
+        };
+        match self.db() {
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let rows = sqlx::query(
+                    "UPDATE replica_leader SET epoch = epoch \
+                     WHERE node = ?1 AND holder = ?2 AND epoch = ?3",
+                )
+                .bind(&fence.node)
+                .bind(i64::from(fence.replica))
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if rows != 1 {
+                    return Err(fenced());
+                }
+                Ok(FencedTx::Sqlite(tx))
+            }
+            Db::Postgres { pool, .. } => {
+                let mut tx = pool.begin().await?;
+                let row: Option<i64> = sqlx::query_scalar(
+                    "SELECT epoch FROM replica_leader \
+                     WHERE node = $1 AND holder = $2 AND epoch = $3 FOR SHARE",
+                )
+                .bind(&fence.node)
+                .bind(i64::from(fence.replica))
+                .bind(epoch)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if row.is_none() {
+                    return Err(fenced());
+                }
+                Ok(FencedTx::Postgres(tx))
+            }
+        }
+    }
+}

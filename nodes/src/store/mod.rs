@@ -1,0 +1,224 @@
+//! Storage: the one place that issues SQL. A [`Store`] is a connection pool to the node's shared
+//! database, SQLite (embedded default, WAL) or Postgres, with the migrations of
+//! `migrations/<backend>/` applied at connect. Node kinds keep their own store modules beside
+//! this one; all of them write through [`Store::begin_fenced`] so a deposed leader never writes.
+
+mod error;
+mod fenced;
+mod replication;
+
+pub use error::StoreError;
+pub use fenced::{Fence, FencedTx};
+pub use replication::{Acquire, Leader, Leadership, Member};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{ConnectOptions, Connection};
+use std::str::FromStr;
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres {
+        pool: PgPool,
+        options: PgConnectOptions,
+    },
+}
+
+/// A node's database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+    url: String,
+}
+
+/// SQL for "now" in milliseconds by the database's clock, so replicas on several hosts agree.
+pub(crate) const SQLITE_NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+pub(crate) const PG_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
+impl Store {
+    /// Connects, creating a missing SQLite file, and applies the migrations. Fails with an error
+    /// naming the (password-less) URL when the database cannot be reached within `timeout`.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Store, StoreError> {
+        let shown = redact(url);
+        let connect = async {
+            if url.starts_with("sqlite:") {
+                connect_sqlite(url).await
+            } else {
+                connect_postgres(url, timeout).await
+            }
+        };
+        let db = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| StoreError::Connect {
+                url: shown.clone(),
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+            })?
+            .map_err(|e| StoreError::Connect {
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        let store = Store { db, url: shown };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    /// The URL without its password, for logs and errors.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Db::Postgres { pool, .. } => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // Replicas of one node start together and may migrate one SQLite file at once; the loser
+        // of that race sees "table already exists" and succeeds on a retry, which re-reads the
+        // applied migrations. Postgres serialises migrations with an advisory lock.
+        let mut attempt = 0;
+        loop {
+            let result = match &self.db {
+                Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+                Db::Postgres { pool, .. } => POSTGRES_MIGRATIONS.run(pool).await,
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "migration raced with another replica; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Migrate {
+                        url: self.url.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Closes the pool; in-flight queries finish first.
+    pub async fn close(&self) {
+        match &self.db {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres { pool, .. } => pool.close().await,
+        }
+    }
+}
+
+async fn connect_sqlite(url: &str) -> Result<Db, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5));
+    if let Some(parent) = options.get_filename().parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+        }
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    Ok(Db::Sqlite(pool))
+}
+
+async fn connect_postgres(url: &str, timeout: Duration) -> Result<Db, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.application_name("tandem");
+    // Fail fast on a bad address or credentials instead of waiting for the pool's timeout.
+    options.connect().await?.close().await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(timeout)
+        .connect_with(options.clone())
+        .await?;
+    Ok(Db::Postgres { pool, options })
+}
+
+/// Creates database `name` on the Postgres server at `server_url` unless it exists, and returns
+/// the URL of the new database. Used by `tandem up --postgres` to give each node its own.
+pub async fn ensure_postgres_database(server_url: &str, name: &str) -> Result<String, StoreError> {
+    let shown = redact(server_url);
+    let fail = |reason: String| StoreError::Connect {
+        url: shown.clone(),
+        reason,
+    };
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(fail(format!("{name:?} is not a valid database name")));
+    }
+    let options = PgConnectOptions::from_str(server_url).map_err(|e| fail(e.to_string()))?;
+    let mut conn = options.connect().await.map_err(|e| fail(e.to_string()))?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        // Identifiers cannot be bound; the name was checked to be alphanumeric above.
+        let create = format!("CREATE DATABASE \"{name}\"");
+        if let Err(e) = sqlx::query(&create).execute(&mut conn).await {
+            // Another replica may have created it a moment ago.
+            let duplicate = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|code| code == "42P04" || code == "23505");
+            if !duplicate {
+                return Err(e.into());
+            }
+        }
+    }
+    conn.close().await?;
+    Ok(options.database(name).to_url_lossy().to_string())
+}
+
+/// Removes the password from a database URL.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

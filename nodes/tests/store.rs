@@ -1,0 +1,170 @@
+//! Store behaviour, written once and run against SQLite and Postgres (style.md rule 6).
+
+use std::time::{Duration, Instant};
+use tandem_nodes::store::{Acquire, Fence, Leadership, Member, Store, StoreError};
+use tandem_nodes::testing::PgDatabase;
+
+/// A database for one test; holds what keeps it alive.
+struct TestDb {
+    store: Store,
+    _sqlite_dir: Option<tempfile::TempDir>,
+    _pg: Option<PgDatabase>,
+}
+
+async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/node.db", dir.path().display());
+    let store = Store::connect(&url, Duration::from_secs(5)).await.unwrap();
+    TestDb { store, _sqlite_dir: Some(dir), _pg: None }
+}
+
+async fn postgres() -> Option<TestDb> {
+    let db = PgDatabase::fresh()?;
+    let store = Store::connect(&db.url, Duration::from_secs(5)).await.unwrap();
+    Some(TestDb { store, _sqlite_dir: None, _pg: Some(db) })
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(#[tokio::test] async fn $name() { super::$name(super::sqlite().await).await; })*
+        }
+        mod postgres_backend {
+            $(#[tokio::test] async fn $name() {
+                if let Some(db) = super::postgres().await { super::$name(db).await; }
+            })*
+        }
+    };
+}
+
+both_backends!(
+    first_acquire_wins_and_others_see_the_leader,
+    release_hands_leadership_to_the_next_replica,
+    lease_expiry_lets_a_standby_take_over_and_fences_the_old_leader,
+    fenced_writes_only_succeed_for_the_current_epoch,
+    members_heartbeats_are_listed,
+    migrations_are_idempotent,
+);
+
+const LEASE: u64 = 300;
+
+async fn first_acquire_wins_and_others_see_the_leader(db: TestDb) {
+    let mut a = Leadership::new(db.store.clone(), "node", 0);
+    let mut b = Leadership::new(db.store.clone(), "node", 1);
+    assert_eq!(a.try_acquire(LEASE).await.unwrap(), Acquire::Acquired { epoch: 1 });
+    match b.try_acquire(LEASE).await.unwrap() {
+        Acquire::Held { leader: Some(leader) } => {
+            assert_eq!((leader.replica, leader.epoch), (0, 1));
+            assert!(leader.lease_remaining_ms > 0);
+        }
+        other => panic!("expected the lease to be held, got {other:?}"),
+    }
+    a.renew(1, LEASE).await.unwrap();
+    // Another node's leadership is independent.
+    let mut other = Leadership::new(db.store.clone(), "other-node", 1);
+    assert_eq!(other.try_acquire(LEASE).await.unwrap(), Acquire::Acquired { epoch: 1 });
+}
+
+async fn release_hands_leadership_to_the_next_replica(db: TestDb) {
+    let mut a = Leadership::new(db.store.clone(), "node", 0);
+    let mut b = Leadership::new(db.store.clone(), "node", 1);
+    assert_eq!(a.try_acquire(LEASE).await.unwrap(), Acquire::Acquired { epoch: 1 });
+    a.release(1).await.unwrap();
+    assert_eq!(b.try_acquire(LEASE).await.unwrap(), Acquire::Acquired { epoch: 2 });
+    let err = a.renew(1, LEASE).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { epoch: 1, .. }), "{err}");
+    let leader = db.store.leader("node").await.unwrap().unwrap();
+    assert_eq!((leader.replica, leader.epoch), (1, 2));
+}
+
+async fn lease_expiry_lets_a_standby_take_over_and_fences_the_old_leader(db: TestDb) {
+    let mut a = Leadership::new(db.store.clone(), "node", 0);
+    let mut b = Leadership::new(db.store.clone(), "node", 1);
+    assert_eq!(a.try_acquire(LEASE).await.unwrap(), Acquire::Acquired { epoch: 1 });
+    // `a` stops renewing, as a stopped process would; `b` keeps trying until it takes over.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    let epoch = loop {
+        match b.try_acquire(LEASE).await.unwrap() {
+            Acquire::Acquired { epoch } => break epoch,
+            Acquire::Held { .. } => assert!(Instant::now() < deadline, "no takeover"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(epoch, 2);
+    assert!(started.elapsed() >= Duration::from_millis(LEASE - 50));
+    assert!(a.renew(1, LEASE).await.is_err(), "the old leader must not renew");
+    let fence = Fence { node: "node".into(), replica: 0, epoch: 1 };
+    let err = db.store.record_event(&fence, "late write").await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+}
+
+async fn fenced_writes_only_succeed_for_the_current_epoch(db: TestDb) {
+    let mut a = Leadership::new(db.store.clone(), "node", 0);
+    let mut b = Leadership::new(db.store.clone(), "node", 1);
+    let fence_a = Fence { node: "node".into(), replica: 0, epoch: 1 };
+    let fence_b = Fence { node: "node".into(), replica: 1, epoch: 2 };
+    // Nobody leads yet: no write is allowed.
+    assert!(db.store.record_event(&fence_a, "too early").await.is_err());
+    a.try_acquire(LEASE).await.unwrap();
+    db.store.record_event(&fence_a, "a writes").await.unwrap();
+    assert!(db.store.record_event(&fence_b, "b is not leader").await.is_err());
+    a.release(1).await.unwrap();
+    b.try_acquire(LEASE).await.unwrap();
+    db.store.record_event(&fence_b, "b writes").await.unwrap();
+    assert!(db.store.record_event(&fence_a, "a was deposed").await.is_err());
+    let events = db.store.events("node").await.unwrap();
+    assert_eq!(
+        events,
+        vec![(0, 1, "a writes".to_string()), (1, 2, "b writes".to_string())]
+    );
+}
+
+async fn members_heartbeats_are_listed(db: TestDb) {
+    for replica in [1u32, 0] {
+        let member = Member {
+            replica,
+            role: "passive".into(),
+            pid: 100 + replica,
+            health_address: format!("127.0.0.1:{}", 9000 + replica),
+            admin_address: "127.0.0.1:1".into(),
+            last_seen_ms_ago: 0,
+        };
+        db.store.heartbeat_member("node", &member).await.unwrap();
+    }
+    let mut active = db.store.members("node").await.unwrap()[0].clone();
+    active.role = "active".into();
+    db.store.heartbeat_member("node", &active).await.unwrap();
+    let members = db.store.members("node").await.unwrap();
+    assert_eq!(members.iter().map(|m| m.replica).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(members[0].role, "active");
+    assert_eq!(members[1].pid, 101);
+    assert!(members.iter().all(|m| m.last_seen_ms_ago < 5_000));
+}
+
+async fn migrations_are_idempotent(db: TestDb) {
+    let again = Store::connect(&reconnect_url(&db), Duration::from_secs(5)).await.unwrap();
+    again.ping().await.unwrap();
+}
+
+fn reconnect_url(db: &TestDb) -> String {
+    match (&db._pg, &db._sqlite_dir) {
+        (Some(pg), _) => pg.url.clone(),
+        (None, Some(dir)) => format!("sqlite://{}/node.db", dir.path().display()),
+        (None, None) => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_in_the_error() {
+    let err = Store::connect("postgres://tandem:secret@127.0.0.1:1/x", Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    assert!(!text.contains("secret"), "the password leaked: {text}");
+    let err = Store::connect("sqlite:///proc/no/such/dir/x.db", Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("/proc/no/such/dir/x.db"), "{err}");
+}

@@ -1,0 +1,13 @@
+//! Tandem's gRPC contracts. The `.proto` files under `proto/` are the source of truth; this crate
+//! only includes the code tonic and prost generate from them. No logic lives here.
+
+/// Admin services every replica serves on its admin port.
+pub mod admin {
+    /// Version 1 of the admin API.
+    pub mod v1 {
+        tonic::include_proto!("tandem.admin.v1");
+    }
+}
+
+/// The standard gRPC health service (`grpc.health.v1`), served through `tonic-health`.
+pub use tonic_health as health;
