@@ -5,3 +5,8 @@
 pub mod config;
 pub mod store;
 pub mod testing;
+pub mod metrics;
+pub mod replica;
+pub mod admin;
+pub mod health;
+pub mod node;

@@ -7,8 +7,7 @@ mod schema;
 mod validate;
 
 pub use schema::{
-    BackendGroup, Frontend, FrontendProtocol, GatewayConfig, LbConfig, NodeConfig, ParticipantConfig,
-    ReplicaConfig, ReplicationConfig, SynchronizerConfig, TopologyConfig,
+    BackendGroup, Frontend, FrontendProtocol, GatewayConfig, LbConfig, NodeConfig, ReplicaConfig, ReplicationConfig, SynchronizerConfig, TopologyConfig,
 };
 pub use validate::ConfigError;
 
@@ -106,7 +105,7 @@ impl TopologyConfig {
             nodes.push(NodeRef {
                 name: &p.name,
                 kind: NodeKind::Participant,
-                config: &p.node,
+                config: p,
                 key: format!("participants[{i}]"),
             });
         }

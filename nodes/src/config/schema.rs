@@ -10,8 +10,9 @@ pub struct TopologyConfig {
     #[serde(default)]
     pub replication: ReplicationConfig,
     pub synchronizer: SynchronizerConfig,
+    /// Participants must be named (`name = "participant1"`).
     #[serde(default)]
-    pub participants: Vec<ParticipantConfig>,
+    pub participants: Vec<NodeConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb: Option<LbConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -67,19 +68,11 @@ fn default_synchronizer_name() -> String {
 pub struct NodeConfig {
     /// Defaults per kind: `sequencer`, `mediator`, `topology-manager`; participants must name
     /// themselves.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// `sqlite://path/to/file.db` or `postgres://user@host:port/database`.
     pub storage: String,
     pub replicas: Vec<ReplicaConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParticipantConfig {
-    pub name: String,
-    #[serde(flatten)]
-    pub node: NodeConfig,
 }
 
 /// One replica's addresses. Port 0 asks the OS for a free port; the replica prints the bound

@@ -99,9 +99,6 @@ fn apply_default_names(config: &mut TopologyConfig) {
             node.name = default.into();
         }
     }
-    for p in &mut config.participants {
-        p.node.name = p.name.clone();
-    }
 }
 
 fn validate_replication(config: &TopologyConfig) -> Result<(), ConfigError> {

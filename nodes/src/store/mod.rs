@@ -177,6 +177,24 @@ async fn connect_postgres(url: &str, timeout: Duration) -> Result<Db, sqlx::Erro
     Ok(Db::Postgres { pool, options })
 }
 
+impl Store {
+    /// Postgres only: terminates every session whose `application_name` is `application` and
+    /// returns how many it terminated. Operators (and the failover tests) use it to cut a
+    /// replica's lock connection, e.g. `tandem-leader participant1/0`.
+    pub async fn terminate_sessions(&self, application: &str) -> Result<usize, StoreError> {
+        let Db::Postgres { pool, .. } = &self.db else {
+            return Err(StoreError::Database("terminating sessions needs Postgres".into()));
+        };
+        let terminated: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(application)
+        .fetch_all(pool)
+        .await?;
+        Ok(terminated.into_iter().filter(|t| *t).count())
+    }
+}
+
 /// Creates database `name` on the Postgres server at `server_url` unless it exists, and returns
 /// the URL of the new database. Used by `tandem up --postgres` to give each node its own.
 pub async fn ensure_postgres_database(server_url: &str, name: &str) -> Result<String, StoreError> {

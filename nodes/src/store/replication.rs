@@ -5,10 +5,15 @@
 //! (see `fenced.rs`).
 //! - SQLite: the lease is the lock. A standby takes over once the lease has expired, so a
 //!   SIGKILLed leader is replaced within one lease.
-//! - Postgres: a session advisory lock on a dedicated connection is the lock, so a crashed
-//!   leader's lock goes with its connection at once; the server's TCP keepalive bounds the wait
-//!   when a host vanishes. The lease still runs: a leader that holds the lock but stops renewing
-//!   (stopped, hung) has its lock connection terminated by a standby, which then takes over.
+//! - Postgres: a session advisory lock on a dedicated connection is the lock, so only one
+//!   candidate at a time can claim the row, and a crashed leader's lock goes with its connection;
+//!   the server's TCP keepalive bounds the wait when a host vanishes. A leader that holds the lock
+//!   but stops renewing (stopped, hung) has its lock connection terminated by a standby once its
+//!   lease ran out.
+//!
+//! On both backends a successor waits until the previous lease has run out (or was released):
+//! a leader whose session was cut may not know it yet and keeps answering as active until its
+//! own copy of the lease expires, so taking over earlier would make two actives.
 
 use super::{Db, Fence, Store, StoreError, PG_NOW_MS, SQLITE_NOW_MS};
 use sqlx::postgres::PgConnection;
@@ -175,17 +180,30 @@ impl Leadership {
                    holder = excluded.holder, holder_pid = excluded.holder_pid, \
                    lease_expires_at_ms = excluded.lease_expires_at_ms, \
                    acquired_at_ms = excluded.acquired_at_ms \
+                 WHERE replica_leader.lease_expires_at_ms < {now} \
                  RETURNING epoch",
                 now = PG_NOW_MS
             );
-            let epoch: i64 = sqlx::query_scalar(&sql)
+            let epoch: Option<i64> = sqlx::query_scalar(&sql)
                 .bind(&node)
                 .bind(replica)
                 .bind(to_i64(lease_ms))
-                .fetch_one(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await?;
-            return Ok(Acquire::Acquired {
-                epoch: to_u64(epoch),
+            if let Some(epoch) = epoch {
+                return Ok(Acquire::Acquired {
+                    epoch: to_u64(epoch),
+                });
+            }
+            // The previous leader's session is gone but its lease runs on: it may be alive and
+            // not yet aware (a terminated connection is noticed at the next renewal), still
+            // answering as active. Its successor waits the lease out.
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(Acquire::Held {
+                leader: self.store.leader(&node).await?,
             });
         }
         let leader = self.store.leader(&node).await?;
@@ -259,7 +277,7 @@ impl Leadership {
                     Ok(r) => r.rows_affected(),
                     Err(e) => {
                         self.reset();
-                        return Err(e.into());
+                        return Err(self.diagnose_lost_lock(epoch, e.into()).await);
                     }
                 }
             }
@@ -269,6 +287,23 @@ impl Leadership {
         } else {
             self.reset();
             Err(self.fenced(epoch))
+        }
+    }
+
+    /// The lock connection failed. If the database answers on another connection and names a
+    /// newer leader, this replica was deposed (its lock connection terminated by a standby);
+    /// otherwise the database itself is the trouble.
+    async fn diagnose_lost_lock(&self, epoch: u64, error: StoreError) -> StoreError {
+        let check = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            self.store.leader(&self.node),
+        )
+        .await;
+        match check {
+            Ok(Ok(Some(leader))) if leader.epoch != epoch || leader.replica != self.replica => {
+                self.fenced(epoch)
+            }
+            _ => error,
         }
     }
 

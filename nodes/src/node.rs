@@ -1,0 +1,166 @@
+//! Runs one replica of one logical node: connects its database (migrating it), binds its admin
+//! and health ports, and starts its replica manager and servers. This is what `tandem node` calls;
+//! tests call it in-process on `127.0.0.1:0`.
+
+use crate::config::{NodeKind, TopologyConfig};
+use crate::metrics::NodeMetrics;
+use crate::replica::{self, Addresses, Identity, ReplicaHandle};
+use crate::store::{Store, StoreError};
+use crate::{admin, health};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("no node named {name:?} in the topology; known nodes: {known}")]
+    UnknownNode { name: String, known: String },
+    #[error("node {node} has {count} replica(s) (0..{count}); there is no replica {replica}")]
+    UnknownReplica { node: String, replica: u32, count: usize },
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{key}: {source}")]
+    Store { key: String, source: StoreError },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0} stopped unexpectedly: {1}")]
+    Task(&'static str, String),
+}
+
+/// What a started replica announces: `tandem up`, the bench and tests read this line to learn the
+/// ports it bound.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ready {
+    pub node: String,
+    pub replica: u32,
+    pub kind: String,
+    pub pid: u32,
+    pub health: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// A running replica.
+pub struct RunningNode {
+    pub ready: Ready,
+    pub replica: ReplicaHandle,
+    pub store: Store,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl RunningNode {
+    /// Waits until every task ended (after `shutdown` was cancelled) and closes the database.
+    pub async fn wait(self) -> Result<(), NodeError> {
+        let mut first_error = None;
+        for (name, task) in self.tasks {
+            if let Err(e) = task.await {
+                first_error.get_or_insert(NodeError::Task(name, e.to_string()));
+            }
+        }
+        self.store.close().await;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn bind(addr: SocketAddr, key: String) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind { key, addr, source })
+}
+
+/// Starts replica `replica` of node `node`; it runs until `shutdown` is cancelled.
+pub async fn start(
+    topology: &TopologyConfig,
+    node: &str,
+    replica: u32,
+    shutdown: CancellationToken,
+) -> Result<RunningNode, NodeError> {
+    let node_ref = topology.node(node).ok_or_else(|| NodeError::UnknownNode {
+        name: node.to_string(),
+        known: topology.nodes().iter().map(|n| n.name).collect::<Vec<_>>().join(", "),
+    })?;
+    let replicas = &node_ref.config.replicas;
+    let config = usize::try_from(replica)
+        .ok()
+        .and_then(|i| replicas.get(i))
+        .ok_or_else(|| NodeError::UnknownReplica {
+            node: node.to_string(),
+            replica,
+            count: replicas.len(),
+        })?;
+    let key = format!("{}.replicas[{replica}]", node_ref.key);
+    let health_listener = bind(config.health, format!("{key}.health")).await?;
+    let admin_listener = bind(config.admin, format!("{key}.admin")).await?;
+    let health_addr = health_listener.local_addr().map_err(|source| NodeError::Bind {
+        key: format!("{key}.health"),
+        addr: config.health,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| NodeError::Bind {
+        key: format!("{key}.admin"),
+        addr: config.admin,
+        source,
+    })?;
+
+    let timeout = Duration::from_millis(topology.replication.connect_timeout_ms);
+    let store = Store::connect(&node_ref.config.storage, timeout)
+        .await
+        .map_err(|source| NodeError::Store {
+            key: format!("{}.storage", node_ref.key),
+            source,
+        })?;
+
+    let identity = Identity {
+        node: node.to_string(),
+        replica,
+        kind: node_ref.kind,
+    };
+    let metrics = NodeMetrics::new(&identity)?;
+    let addresses = Addresses {
+        health: health_addr.to_string(),
+        admin: admin_addr.to_string(),
+    };
+    let (handle, elector) = replica::spawn(
+        store.clone(),
+        identity,
+        topology.replication.clone(),
+        addresses,
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let health_app = health::router(handle.clone(), metrics);
+    let health_task = tokio::spawn(health::serve_http1(health_listener, health_app, shutdown.clone()));
+    let admin_task = {
+        let (handle, store, shutdown) = (handle.clone(), store.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(admin_listener, handle, store, shutdown).await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        })
+    };
+    tracing::info!(node, replica, kind = %node_ref.kind, health = %health_addr, admin = %admin_addr, "replica started");
+    Ok(RunningNode {
+        ready: Ready {
+            node: node.to_string(),
+            replica,
+            kind: node_ref.kind.as_str().to_string(),
+            pid: std::process::id(),
+            health: health_addr,
+            admin: admin_addr,
+        },
+        replica: handle,
+        store,
+        tasks: vec![("replica manager", elector), ("health server", health_task), ("admin server", admin_task)],
+    })
+}
+
+/// The kind of node `name` in `topology`, if it exists.
+pub fn kind_of(topology: &TopologyConfig, name: &str) -> Option<NodeKind> {
+    topology.node(name).map(|n| n.kind)
+}

@@ -1,0 +1,177 @@
+//! Command-line flags (clap) and the dispatch to each command.
+
+use crate::commands;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Tandem: a highly available ledger platform — participants as active-passive replicas, a
+/// synchronizer with active-active sequencers, a load balancer and a JSON API gateway.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start every replica of a topology as child processes, print where they listen and which
+    /// replicas are active, and supervise them until Ctrl-C.
+    Up(UpArgs),
+    /// Run one replica of one node of a topology (what `tandem up` starts for each replica).
+    Node(NodeArgs),
+    /// Run the L7 load balancer of a topology.
+    Lb(ConfigArgs),
+    /// Run an HTTP JSON API gateway of a topology.
+    Gateway(GatewayArgs),
+    /// Talk to a replica's admin API: show replication status, hand leadership over.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Run a benchmark and print its samples and a `key=value` summary line.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Check a topology file and print what it describes.
+    Check(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Topology file; the built-in default topology (examples/topology.toml) when omitted.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Put every node's database on this Postgres server (one database per node, created if
+    /// missing) instead of the file's storage URLs, e.g. postgres://postgres@127.0.0.1:5432/postgres.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Where SQLite files, logs and the effective topology go.
+    #[arg(long, default_value = "tandem-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Topology file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Name of the logical node, e.g. participant1, sequencer, mediator, topology-manager.
+    #[arg(long)]
+    pub node: String,
+    /// Index of the replica in the node's `replicas` list.
+    #[arg(long, default_value_t = 0)]
+    pub replica: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Topology file.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Topology file.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Which gateway of the file to run.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// Which replica(s) an admin command talks to.
+#[derive(Debug, Args)]
+pub struct AdminTarget {
+    /// Admin address of one replica (host:port).
+    #[arg(long, conflicts_with_all = ["config", "node"])]
+    pub addr: Option<SocketAddr>,
+    /// Topology file to find the node's admin addresses in.
+    #[arg(long, requires = "node")]
+    pub config: Option<PathBuf>,
+    /// Node name in the topology file.
+    #[arg(long, requires = "config")]
+    pub node: Option<String>,
+    /// Replica index; all replicas of the node when omitted (status only).
+    #[arg(long)]
+    pub replica: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Show each replica's role, epoch, health and the node's members.
+    Status {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand the active replica's leadership to a standby. Fails, and the replica stays active,
+    /// when no standby takes over in time. With --config/--node, finds the active replica itself.
+    SetPassive {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// How long to wait for a standby, in ms (default: the node's handover_timeout_ms).
+        #[arg(long)]
+        timeout_ms: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchBackend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Storage backend of the replicated node.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: BenchBackend,
+    /// Postgres server to use with --backend postgres; a throwaway cluster is started when omitted.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Number of trials.
+    #[arg(long, default_value_t = 20)]
+    pub trials: u32,
+    /// Replicas of the benchmarked node.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// SIGKILL the active replica of a replicated node, N times, and measure the time until a
+    /// standby's /health answers 200.
+    Failover(BenchArgs),
+    /// `set-passive` on the active replica, N times, and measure the time until a standby's
+    /// /health answers 200.
+    Handover(BenchArgs),
+}
+
+pub fn init_tracing(cli: &Cli) {
+    // Child replicas log at info to their log files; interactive commands stay quiet.
+    let default = match cli.command {
+        Command::Node(_) | Command::Lb(_) | Command::Gateway(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => commands::up::run(args).await,
+        Command::Node(args) => commands::node::run(args).await,
+        Command::Lb(args) => commands::not_yet("lb", &args.config),
+        Command::Gateway(args) => commands::not_yet("gateway", &args.config),
+        Command::Admin(command) => commands::admin::run(command).await,
+        Command::Bench(command) => commands::bench::run(command).await,
+        Command::Check(args) => commands::check(&args.config),
+    }
+}

@@ -1,0 +1,60 @@
+//! One module per `tandem` command.
+
+pub mod admin;
+pub mod bench;
+pub mod node;
+pub mod up;
+
+use anyhow::Context;
+use std::path::Path;
+use std::process::ExitCode;
+use tandem_nodes::config::TopologyConfig;
+
+/// Exit code for a command whose service is not part of this build yet.
+const EXIT_UNAVAILABLE: u8 = 2;
+
+/// The lb and the gateway are configured in the topology already; their services are built
+/// next. Validate the file so a mistake is caught now, and say plainly that nothing will run.
+pub fn not_yet(what: &str, config: &Path) -> anyhow::Result<ExitCode> {
+    load(config)?;
+    eprintln!(
+        "error: `tandem {what}` is not available in this build yet: the topology is valid, \
+         but the {what} service has not been implemented. Replicated nodes run with `tandem up` \
+         or `tandem node`."
+    );
+    Ok(ExitCode::from(EXIT_UNAVAILABLE))
+}
+
+pub fn load(config: &Path) -> anyhow::Result<TopologyConfig> {
+    Ok(TopologyConfig::load(config)?)
+}
+
+/// `tandem check`: validate a topology file and list its nodes and replicas.
+pub fn check(config: &Path) -> anyhow::Result<ExitCode> {
+    let topology = load(config).with_context(|| format!("checking {}", config.display()))?;
+    println!("{}: valid", config.display());
+    for node in topology.nodes() {
+        println!(
+            "  {:<18} {:<17} {} replica(s), storage {}",
+            node.name,
+            node.kind.as_str(),
+            node.config.replicas.len(),
+            tandem_nodes::store::redact(&node.config.storage)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves when the process receives SIGINT or SIGTERM.
+pub async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the process can still be killed; wait forever.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,156 @@
+//! Replica child processes: spawn `tandem node`, wait for its ready line, signal it by its own
+//! pid. Shared by `tandem up`, `tandem bench` and the whole-topology tests.
+
+use crate::commands::node::READY_PREFIX;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tandem_nodes::node::Ready;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start {what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{what} exited before it was ready ({status}); its log {log} ends with:\n{tail}")]
+    Exited {
+        what: String,
+        status: String,
+        log: String,
+        tail: String,
+    },
+    #[error("{what} did not report ready within {secs} s; see {log}")]
+    Timeout { what: String, secs: u64, log: String },
+}
+
+/// A running `tandem node` child.
+pub struct NodeProcess {
+    pub ready: Ready,
+    pub log: PathBuf,
+    child: Child,
+}
+
+/// What to run: the `tandem` binary, the topology file and the replica.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub bin: PathBuf,
+    pub config: PathBuf,
+    pub node: String,
+    pub replica: u32,
+    pub log: PathBuf,
+}
+
+impl NodeSpec {
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.node, self.replica)
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl NodeProcess {
+    /// Starts the replica and waits until it printed its ready line. Its stderr and the rest of
+    /// its stdout go to `spec.log`.
+    pub async fn spawn(spec: &NodeSpec, timeout: Duration) -> Result<NodeProcess, SpawnError> {
+        let what = spec.name();
+        let io = |source| SpawnError::Io { what: what.clone(), source };
+        if let Some(dir) = spec.log.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log).map_err(io)?;
+        let mut child = Command::new(&spec.bin)
+            .arg("node")
+            .arg("--config")
+            .arg(&spec.config)
+            .args(["--node", &spec.node, "--replica", &spec.replica.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone().map_err(io)?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io)?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err(io(std::io::Error::other("no stdout pipe")));
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(timeout, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(json) = line.strip_prefix(READY_PREFIX) {
+                    return serde_json::from_str::<Ready>(json).ok();
+                }
+            }
+            None
+        })
+        .await;
+        let ready = match ready {
+            Ok(Some(ready)) => ready,
+            Ok(None) => {
+                let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+                return Err(SpawnError::Exited {
+                    what,
+                    status,
+                    log: spec.log.display().to_string(),
+                    tail: tail(&spec.log, 5),
+                });
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(SpawnError::Timeout {
+                    what,
+                    secs: timeout.as_secs(),
+                    log: spec.log.display().to_string(),
+                });
+            }
+        };
+        // Keep draining stdout into the log so the child never blocks on a full pipe.
+        let mut log = tokio::fs::File::from_std(log);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = log.write_all(format!("{line}\n").as_bytes()).await;
+            }
+        });
+        Ok(NodeProcess { ready, log: spec.log.clone(), child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.ready.pid
+    }
+
+    /// Sends `signal` to this child by its pid.
+    pub fn signal(&self, signal: Signal) -> nix::Result<()> {
+        let pid = i32::try_from(self.ready.pid).map_err(|_| nix::Error::EINVAL)?;
+        kill(Pid::from_raw(pid), signal)
+    }
+
+    /// The exit status, if the child has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for the child to exit.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub async fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Some(status) = self.try_exit() {
+            return Some(status);
+        }
+        let _ = self.signal(Signal::SIGTERM);
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = self.signal(Signal::SIGKILL);
+                self.child.wait().await.ok()
+            }
+        }
+    }
+}
