@@ -39,8 +39,8 @@ pub struct ReplicationConfig {
 impl Default for ReplicationConfig {
     fn default() -> Self {
         Self {
-            lease_ms: 600,
-            renew_interval_ms: 150,
+            lease_ms: 500,
+            renew_interval_ms: 100,
             poll_interval_ms: 50,
             handover_timeout_ms: 2_000,
             connect_timeout_ms: 5_000,

@@ -263,6 +263,8 @@ impl Elector {
         while Instant::now() < deadline {
             if let Some(leader) = self.store.leader(&self.id.node).await? {
                 if leader.epoch > epoch {
+                    // The successor holds the lease now; this replica is an ordinary standby again.
+                    self.yield_until = None;
                     self.state.send_modify(|s| {
                         s.detail = format!("standby; leader is {}/{} (epoch {})", self.id.node, leader.replica, leader.epoch);
                         s.leader = Some(leader.clone());
