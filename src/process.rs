@@ -14,7 +14,10 @@ use tokio::process::{Child, Command};
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot start {what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("{what} exited before it was ready ({status}); its log {log} ends with:\n{tail}")]
     Exited {
         what: String,
@@ -23,7 +26,11 @@ pub enum SpawnError {
         tail: String,
     },
     #[error("{what} did not report ready within {secs} s; see {log}")]
-    Timeout { what: String, secs: u64, log: String },
+    Timeout {
+        what: String,
+        secs: u64,
+        log: String,
+    },
 }
 
 /// A running `tandem node` child.
@@ -60,11 +67,18 @@ impl NodeProcess {
     /// its stdout go to `spec.log`.
     pub async fn spawn(spec: &NodeSpec, timeout: Duration) -> Result<NodeProcess, SpawnError> {
         let what = spec.name();
-        let io = |source| SpawnError::Io { what: what.clone(), source };
+        let io = |source| SpawnError::Io {
+            what: what.clone(),
+            source,
+        };
         if let Some(dir) = spec.log.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log).map_err(io)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .map_err(io)?;
         let mut child = Command::new(&spec.bin)
             .arg("node")
             .arg("--config")
@@ -92,7 +106,11 @@ impl NodeProcess {
         let ready = match ready {
             Ok(Some(ready)) => ready,
             Ok(None) => {
-                let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+                let status = child
+                    .wait()
+                    .await
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
                 return Err(SpawnError::Exited {
                     what,
                     status,
@@ -116,7 +134,11 @@ impl NodeProcess {
                 let _ = log.write_all(format!("{line}\n").as_bytes()).await;
             }
         });
-        Ok(NodeProcess { ready, log: spec.log.clone(), child })
+        Ok(NodeProcess {
+            ready,
+            log: spec.log.clone(),
+            child,
+        })
     }
 
     pub fn pid(&self) -> u32 {

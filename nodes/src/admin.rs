@@ -6,7 +6,9 @@ use crate::replica::{HandoverError, ReplicaHandle, Role};
 use crate::store::Store;
 use std::time::{Duration, Instant};
 use tandem_proto::admin::v1 as pb;
-use tandem_proto::admin::v1::replication_service_server::{ReplicationService, ReplicationServiceServer};
+use tandem_proto::admin::v1::replication_service_server::{
+    ReplicationService, ReplicationServiceServer,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -34,7 +36,10 @@ fn role_from_str(role: &str) -> pb::Role {
 
 #[tonic::async_trait]
 impl ReplicationService for ReplicationAdmin {
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let state = self.replica.state();
         let id = self.replica.identity();
         // A replica whose database is gone still answers, with what it knows.
@@ -44,12 +49,20 @@ impl ReplicationService for ReplicationAdmin {
             node: id.node.clone(),
             replica: id.replica,
             kind: id.kind.as_str().into(),
-            replication: if id.kind.is_active_active() { "active-active" } else { "active-passive" }.into(),
+            replication: if id.kind.is_active_active() {
+                "active-active"
+            } else {
+                "active-passive"
+            }
+            .into(),
             role: role(state.role).into(),
             epoch: state.epoch,
             healthy: state.health(Instant::now()).is_ok(),
             detail: state.detail.clone(),
-            leader: leader.as_ref().map(|l| format!("{}/{}", id.node, l.replica)).unwrap_or_default(),
+            leader: leader
+                .as_ref()
+                .map(|l| format!("{}/{}", id.node, l.replica))
+                .unwrap_or_default(),
             leader_epoch: leader.map(|l| l.epoch).unwrap_or_default(),
             members: members
                 .into_iter()
@@ -80,11 +93,15 @@ impl ReplicationService for ReplicationAdmin {
                 new_epoch: h.new_epoch,
                 handover_ms: h.handover_ms,
             })),
-            Err(e @ (HandoverError::NotActive(_)
-            | HandoverError::ActiveActive
-            | HandoverError::NoStandby
-            | HandoverError::NotTakenOver { .. })) => Err(Status::failed_precondition(e.to_string())),
-            Err(e @ (HandoverError::Store(_) | HandoverError::ShuttingDown)) => Err(Status::unavailable(e.to_string())),
+            Err(
+                e @ (HandoverError::NotActive(_)
+                | HandoverError::ActiveActive
+                | HandoverError::NoStandby
+                | HandoverError::NotTakenOver { .. }),
+            ) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ (HandoverError::Store(_) | HandoverError::ShuttingDown)) => {
+                Err(Status::unavailable(e.to_string()))
+            }
         }
     }
 }
@@ -102,7 +119,11 @@ pub async fn serve(
     tokio::spawn(async move {
         loop {
             let healthy = states.borrow_and_update().health(Instant::now()).is_ok();
-            let status = if healthy { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             reporter.set_service_status("", status).await;
             tokio::select! {
                 () = follow.cancelled() => break,

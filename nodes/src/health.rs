@@ -40,7 +40,9 @@ async fn health(State(s): State<HealthState>) -> Response {
     let verdict = state.health(Instant::now());
     let (code, status, detail) = match verdict {
         Ok(detail) => (StatusCode::OK, "active", detail),
-        Err(detail) if state.role == Role::Active => (StatusCode::SERVICE_UNAVAILABLE, "unhealthy", detail),
+        Err(detail) if state.role == Role::Active => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unhealthy", detail)
+        }
         Err(detail) => (StatusCode::SERVICE_UNAVAILABLE, "passive", detail),
     };
     let body = serde_json::json!({
@@ -52,7 +54,12 @@ async fn health(State(s): State<HealthState>) -> Response {
         "database_ok": state.database_ok,
         "detail": detail,
     });
-    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn live() -> &'static str {
@@ -98,7 +105,10 @@ pub async fn serve_http1(listener: TcpListener, app: Router, shutdown: Cancellat
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("connecting to {addr}: {source}")]
-    Connect { addr: SocketAddr, source: std::io::Error },
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("HTTP exchange with {addr}: {reason}")]
     Http { addr: SocketAddr, reason: String },
     #[error("no answer from {addr} within {ms} ms")]
@@ -106,12 +116,19 @@ pub enum ProbeError {
 }
 
 /// One HTTP/1.1 `GET` on a fresh connection; returns the status code and the body.
-pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), ProbeError> {
+pub async fn probe(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), ProbeError> {
     let exchange = async {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|source| ProbeError::Connect { addr, source })?;
-        let http = |e: &dyn std::fmt::Display| ProbeError::Http { addr, reason: e.to_string() };
+        let http = |e: &dyn std::fmt::Display| ProbeError::Http {
+            addr,
+            reason: e.to_string(),
+        };
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| http(&e))?;
@@ -122,10 +139,18 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u
             .map_err(|e| http(&e))?;
         let response = sender.send_request(request).await.map_err(|e| http(&e))?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(|e| http(&e))?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| http(&e))?
+            .to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| ProbeError::Timeout { addr, ms: timeout.as_millis() })?
+        .map_err(|_| ProbeError::Timeout {
+            addr,
+            ms: timeout.as_millis(),
+        })?
 }

@@ -2,7 +2,9 @@
 //! labelled with the node, replica and kind. Served at `/metrics` on the health port.
 
 use crate::replica::{Identity, Role};
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct NodeMetrics {
@@ -25,22 +27,35 @@ impl NodeMetrics {
         .into_iter()
         .collect();
         let registry = Registry::new_custom(None, Some(labels))?;
-        let replica_active = IntGauge::new("tandem_replica_active", "1 while this replica is active")?;
-        let replica_epoch =
-            IntGauge::new("tandem_replica_epoch", "leadership epoch held by this replica, 0 when passive")?;
+        let replica_active =
+            IntGauge::new("tandem_replica_active", "1 while this replica is active")?;
+        let replica_epoch = IntGauge::new(
+            "tandem_replica_epoch",
+            "leadership epoch held by this replica, 0 when passive",
+        )?;
         let replica_transitions = IntCounterVec::new(
-            Opts::new("tandem_replica_transitions_total", "role transitions, by the role entered"),
+            Opts::new(
+                "tandem_replica_transitions_total",
+                "role transitions, by the role entered",
+            ),
             &["to"],
         )?;
         let fenced_writes = IntCounter::new(
             "tandem_replica_fenced_writes_total",
             "writes refused because this replica's epoch was superseded",
         )?;
-        let database_errors =
-            IntCounter::new("tandem_store_errors_total", "failed database round trips of the replica manager")?;
+        let database_errors = IntCounter::new(
+            "tandem_store_errors_total",
+            "failed database round trips of the replica manager",
+        )?;
         let lease_renewal_seconds = Histogram::with_opts(
-            HistogramOpts::new("tandem_replica_lease_renewal_seconds", "time to renew the leader lease")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            HistogramOpts::new(
+                "tandem_replica_lease_renewal_seconds",
+                "time to renew the leader lease",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
         )?;
         registry.register(Box::new(replica_active.clone()))?;
         registry.register(Box::new(replica_epoch.clone()))?;
@@ -61,8 +76,11 @@ impl NodeMetrics {
 
     pub(crate) fn transition(&self, to: Role, epoch: u64) {
         self.replica_active.set(i64::from(to == Role::Active));
-        self.replica_epoch.set(i64::try_from(epoch).unwrap_or(i64::MAX));
-        self.replica_transitions.with_label_values(&[to.as_str()]).inc();
+        self.replica_epoch
+            .set(i64::try_from(epoch).unwrap_or(i64::MAX));
+        self.replica_transitions
+            .with_label_values(&[to.as_str()])
+            .inc();
     }
 
     /// The registry in Prometheus text exposition format.

@@ -19,7 +19,11 @@ pub enum NodeError {
     #[error("no node named {name:?} in the topology; known nodes: {known}")]
     UnknownNode { name: String, known: String },
     #[error("node {node} has {count} replica(s) (0..{count}); there is no replica {replica}")]
-    UnknownReplica { node: String, replica: u32, count: usize },
+    UnknownReplica {
+        node: String,
+        replica: u32,
+        count: usize,
+    },
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
         key: String,
@@ -83,7 +87,12 @@ pub async fn start(
 ) -> Result<RunningNode, NodeError> {
     let node_ref = topology.node(node).ok_or_else(|| NodeError::UnknownNode {
         name: node.to_string(),
-        known: topology.nodes().iter().map(|n| n.name).collect::<Vec<_>>().join(", "),
+        known: topology
+            .nodes()
+            .iter()
+            .map(|n| n.name)
+            .collect::<Vec<_>>()
+            .join(", "),
     })?;
     let replicas = &node_ref.config.replicas;
     let config = usize::try_from(replica)
@@ -97,16 +106,20 @@ pub async fn start(
     let key = format!("{}.replicas[{replica}]", node_ref.key);
     let health_listener = bind(config.health, format!("{key}.health")).await?;
     let admin_listener = bind(config.admin, format!("{key}.admin")).await?;
-    let health_addr = health_listener.local_addr().map_err(|source| NodeError::Bind {
-        key: format!("{key}.health"),
-        addr: config.health,
-        source,
-    })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| NodeError::Bind {
-        key: format!("{key}.admin"),
-        addr: config.admin,
-        source,
-    })?;
+    let health_addr = health_listener
+        .local_addr()
+        .map_err(|source| NodeError::Bind {
+            key: format!("{key}.health"),
+            addr: config.health,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| NodeError::Bind {
+            key: format!("{key}.admin"),
+            addr: config.admin,
+            source,
+        })?;
 
     let timeout = Duration::from_millis(topology.replication.connect_timeout_ms);
     let store = Store::connect(&node_ref.config.storage, timeout)
@@ -135,7 +148,11 @@ pub async fn start(
         shutdown.clone(),
     );
     let health_app = health::router(handle.clone(), metrics);
-    let health_task = tokio::spawn(health::serve_http1(health_listener, health_app, shutdown.clone()));
+    let health_task = tokio::spawn(health::serve_http1(
+        health_listener,
+        health_app,
+        shutdown.clone(),
+    ));
     let admin_task = {
         let (handle, store, shutdown) = (handle.clone(), store.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -156,7 +173,11 @@ pub async fn start(
         },
         replica: handle,
         store,
-        tasks: vec![("replica manager", elector), ("health server", health_task), ("admin server", admin_task)],
+        tasks: vec![
+            ("replica manager", elector),
+            ("health server", health_task),
+            ("admin server", admin_task),
+        ],
     })
 }
 

@@ -1,4 +1,5 @@
 //! Store behaviour, written once and run against SQLite and Postgres (style.md rule 6).
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 use tandem_nodes::store::{Acquire, Fence, Leadership, Member, Store, StoreError};
@@ -15,13 +16,23 @@ async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/node.db", dir.path().display());
     let store = Store::connect(&url, Duration::from_secs(5)).await.unwrap();
-    TestDb { store, _sqlite_dir: Some(dir), _pg: None }
+    TestDb {
+        store,
+        _sqlite_dir: Some(dir),
+        _pg: None,
+    }
 }
 
 async fn postgres() -> Option<TestDb> {
     let db = PgDatabase::fresh()?;
-    let store = Store::connect(&db.url, Duration::from_secs(5)).await.unwrap();
-    Some(TestDb { store, _sqlite_dir: None, _pg: Some(db) })
+    let store = Store::connect(&db.url, Duration::from_secs(5))
+        .await
+        .unwrap();
+    Some(TestDb {
+        store,
+        _sqlite_dir: None,
+        _pg: Some(db),
+    })
 }
 
 macro_rules! both_backends {
@@ -51,9 +62,14 @@ const LEASE: u64 = 300;
 async fn first_acquire_wins_and_others_see_the_leader(db: TestDb) {
     let mut a = Leadership::new(db.store.clone(), "node", 0);
     let mut b = Leadership::new(db.store.clone(), "node", 1);
-    assert_eq!(a.try_acquire(LEASE).await.unwrap(), Acquire::Acquired { epoch: 1 });
+    assert_eq!(
+        a.try_acquire(LEASE).await.unwrap(),
+        Acquire::Acquired { epoch: 1 }
+    );
     match b.try_acquire(LEASE).await.unwrap() {
-        Acquire::Held { leader: Some(leader) } => {
+        Acquire::Held {
+            leader: Some(leader),
+        } => {
             assert_eq!((leader.replica, leader.epoch), (0, 1));
             assert!(leader.lease_remaining_ms > 0);
         }
@@ -62,15 +78,24 @@ async fn first_acquire_wins_and_others_see_the_leader(db: TestDb) {
     a.renew(1, LEASE).await.unwrap();
     // Another node's leadership is independent.
     let mut other = Leadership::new(db.store.clone(), "other-node", 1);
-    assert_eq!(other.try_acquire(LEASE).await.unwrap(), Acquire::Acquired { epoch: 1 });
+    assert_eq!(
+        other.try_acquire(LEASE).await.unwrap(),
+        Acquire::Acquired { epoch: 1 }
+    );
 }
 
 async fn release_hands_leadership_to_the_next_replica(db: TestDb) {
     let mut a = Leadership::new(db.store.clone(), "node", 0);
     let mut b = Leadership::new(db.store.clone(), "node", 1);
-    assert_eq!(a.try_acquire(LEASE).await.unwrap(), Acquire::Acquired { epoch: 1 });
+    assert_eq!(
+        a.try_acquire(LEASE).await.unwrap(),
+        Acquire::Acquired { epoch: 1 }
+    );
     a.release(1).await.unwrap();
-    assert_eq!(b.try_acquire(LEASE).await.unwrap(), Acquire::Acquired { epoch: 2 });
+    assert_eq!(
+        b.try_acquire(LEASE).await.unwrap(),
+        Acquire::Acquired { epoch: 2 }
+    );
     let err = a.renew(1, LEASE).await.unwrap_err();
     assert!(matches!(err, StoreError::Fenced { epoch: 1, .. }), "{err}");
     let leader = db.store.leader("node").await.unwrap().unwrap();
@@ -80,7 +105,10 @@ async fn release_hands_leadership_to_the_next_replica(db: TestDb) {
 async fn lease_expiry_lets_a_standby_take_over_and_fences_the_old_leader(db: TestDb) {
     let mut a = Leadership::new(db.store.clone(), "node", 0);
     let mut b = Leadership::new(db.store.clone(), "node", 1);
-    assert_eq!(a.try_acquire(LEASE).await.unwrap(), Acquire::Acquired { epoch: 1 });
+    assert_eq!(
+        a.try_acquire(LEASE).await.unwrap(),
+        Acquire::Acquired { epoch: 1 }
+    );
     // `a` stops renewing, as a stopped process would; `b` keeps trying until it takes over.
     let started = Instant::now();
     let deadline = started + Duration::from_secs(10);
@@ -93,30 +121,60 @@ async fn lease_expiry_lets_a_standby_take_over_and_fences_the_old_leader(db: Tes
     };
     assert_eq!(epoch, 2);
     assert!(started.elapsed() >= Duration::from_millis(LEASE - 50));
-    assert!(a.renew(1, LEASE).await.is_err(), "the old leader must not renew");
-    let fence = Fence { node: "node".into(), replica: 0, epoch: 1 };
-    let err = db.store.record_event(&fence, "late write").await.unwrap_err();
+    assert!(
+        a.renew(1, LEASE).await.is_err(),
+        "the old leader must not renew"
+    );
+    let fence = Fence {
+        node: "node".into(),
+        replica: 0,
+        epoch: 1,
+    };
+    let err = db
+        .store
+        .record_event(&fence, "late write")
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
 }
 
 async fn fenced_writes_only_succeed_for_the_current_epoch(db: TestDb) {
     let mut a = Leadership::new(db.store.clone(), "node", 0);
     let mut b = Leadership::new(db.store.clone(), "node", 1);
-    let fence_a = Fence { node: "node".into(), replica: 0, epoch: 1 };
-    let fence_b = Fence { node: "node".into(), replica: 1, epoch: 2 };
+    let fence_a = Fence {
+        node: "node".into(),
+        replica: 0,
+        epoch: 1,
+    };
+    let fence_b = Fence {
+        node: "node".into(),
+        replica: 1,
+        epoch: 2,
+    };
     // Nobody leads yet: no write is allowed.
     assert!(db.store.record_event(&fence_a, "too early").await.is_err());
     a.try_acquire(LEASE).await.unwrap();
     db.store.record_event(&fence_a, "a writes").await.unwrap();
-    assert!(db.store.record_event(&fence_b, "b is not leader").await.is_err());
+    assert!(db
+        .store
+        .record_event(&fence_b, "b is not leader")
+        .await
+        .is_err());
     a.release(1).await.unwrap();
     b.try_acquire(LEASE).await.unwrap();
     db.store.record_event(&fence_b, "b writes").await.unwrap();
-    assert!(db.store.record_event(&fence_a, "a was deposed").await.is_err());
+    assert!(db
+        .store
+        .record_event(&fence_a, "a was deposed")
+        .await
+        .is_err());
     let events = db.store.events("node").await.unwrap();
     assert_eq!(
         events,
-        vec![(0, 1, "a writes".to_string()), (1, 2, "b writes".to_string())]
+        vec![
+            (0, 1, "a writes".to_string()),
+            (1, 2, "b writes".to_string())
+        ]
     );
 }
 
@@ -136,14 +194,19 @@ async fn members_heartbeats_are_listed(db: TestDb) {
     active.role = "active".into();
     db.store.heartbeat_member("node", &active).await.unwrap();
     let members = db.store.members("node").await.unwrap();
-    assert_eq!(members.iter().map(|m| m.replica).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(
+        members.iter().map(|m| m.replica).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
     assert_eq!(members[0].role, "active");
     assert_eq!(members[1].pid, 101);
     assert!(members.iter().all(|m| m.last_seen_ms_ago < 5_000));
 }
 
 async fn migrations_are_idempotent(db: TestDb) {
-    let again = Store::connect(&reconnect_url(&db), Duration::from_secs(5)).await.unwrap();
+    let again = Store::connect(&reconnect_url(&db), Duration::from_secs(5))
+        .await
+        .unwrap();
     again.ping().await.unwrap();
 }
 
@@ -157,9 +220,12 @@ fn reconnect_url(db: &TestDb) -> String {
 
 #[tokio::test]
 async fn an_unreachable_database_is_named_in_the_error() {
-    let err = Store::connect("postgres://tandem:secret@127.0.0.1:1/x", Duration::from_secs(2))
-        .await
-        .unwrap_err();
+    let err = Store::connect(
+        "postgres://tandem:secret@127.0.0.1:1/x",
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("127.0.0.1:1"), "{text}");
     assert!(!text.contains("secret"), "the password leaked: {text}");

@@ -20,7 +20,9 @@ fn addresses(target: &AdminTarget) -> anyhow::Result<Vec<(String, SocketAddr)>> 
         return Ok(vec![(addr.to_string(), addr)]);
     }
     let (Some(config), Some(node)) = (&target.config, &target.node) else {
-        bail!("name a replica with --addr HOST:PORT, or with --config FILE --node NAME [--replica N]");
+        bail!(
+            "name a replica with --addr HOST:PORT, or with --config FILE --node NAME [--replica N]"
+        );
     };
     let topology = super::load(config)?;
     let node_ref = topology
@@ -28,16 +30,25 @@ fn addresses(target: &AdminTarget) -> anyhow::Result<Vec<(String, SocketAddr)>> 
         .with_context(|| format!("no node named {node:?} in {}", config.display()))?;
     let all = node_ref.config.replicas.iter().enumerate();
     let picked: Vec<_> = all
-        .filter(|(i, _)| target.replica.is_none_or(|r| usize::try_from(r).is_ok_and(|r| r == *i)))
+        .filter(|(i, _)| {
+            target
+                .replica
+                .is_none_or(|r| usize::try_from(r).is_ok_and(|r| r == *i))
+        })
         .map(|(i, r)| (format!("{node}/{i}"), r.admin))
         .collect();
     if picked.is_empty() {
-        bail!("node {node} has no replica {}", target.replica.unwrap_or_default());
+        bail!(
+            "node {node} has no replica {}",
+            target.replica.unwrap_or_default()
+        );
     }
     Ok(picked)
 }
 
-pub async fn client(addr: SocketAddr) -> anyhow::Result<ReplicationServiceClient<tonic::transport::Channel>> {
+pub async fn client(
+    addr: SocketAddr,
+) -> anyhow::Result<ReplicationServiceClient<tonic::transport::Channel>> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(std::time::Duration::from_secs(2));
     let channel = endpoint
@@ -59,7 +70,11 @@ async fn status(target: &AdminTarget, json: bool) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for (label, addr) in addresses(target)? {
         let answer = match client(addr).await {
-            Ok(mut c) => c.status(pb::StatusRequest {}).await.map(|r| r.into_inner()).map_err(|e| e.message().to_string()),
+            Ok(mut c) => c
+                .status(pb::StatusRequest {})
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|e| e.message().to_string()),
             Err(e) => Err(format!("{e:#}")),
         };
         rows.push((label, addr, answer));
@@ -74,24 +89,41 @@ async fn status(target: &AdminTarget, json: bool) -> anyhow::Result<ExitCode> {
                     "leader": s.leader, "leader_epoch": s.leader_epoch, "kind": s.kind,
                     "replication": s.replication,
                 }),
-                Err(e) => serde_json::json!({"replica": label, "admin": addr.to_string(), "error": e}),
+                Err(e) => {
+                    serde_json::json!({"replica": label, "admin": addr.to_string(), "error": e})
+                }
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        println!("{:<22} {:<8} {:<6} {:<8} {:<22} DETAIL", "REPLICA", "ROLE", "EPOCH", "HEALTHY", "ADMIN");
+        println!(
+            "{:<22} {:<8} {:<6} {:<8} {:<22} DETAIL",
+            "REPLICA", "ROLE", "EPOCH", "HEALTHY", "ADMIN"
+        );
         for (label, addr, answer) in &rows {
             match answer {
                 Ok(s) => println!(
                     "{:<22} {:<8} {:<6} {:<8} {:<22} {}",
-                    label, role_name(s.role), s.epoch, if s.healthy { "yes" } else { "no" }, addr, s.detail
+                    label,
+                    role_name(s.role),
+                    s.epoch,
+                    if s.healthy { "yes" } else { "no" },
+                    addr,
+                    s.detail
                 ),
-                Err(e) => println!("{label:<22} {:<8} {:<6} {:<8} {addr:<22} {e}", "down", "-", "no"),
+                Err(e) => println!(
+                    "{label:<22} {:<8} {:<6} {:<8} {addr:<22} {e}",
+                    "down", "-", "no"
+                ),
             }
         }
     }
     let all_answered = rows.iter().all(|(_, _, a)| a.is_ok());
-    Ok(if all_answered { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_answered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn set_passive(target: &AdminTarget, timeout_ms: Option<u32>) -> anyhow::Result<ExitCode> {
@@ -113,9 +145,18 @@ async fn set_passive(target: &AdminTarget, timeout_ms: Option<u32>) -> anyhow::R
         }
     }
     let Some((label, addr)) = chosen else {
-        bail!("no active replica among {}", candidates.iter().map(|c| c.0.as_str()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no active replica among {}",
+            candidates
+                .iter()
+                .map(|c| c.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     };
-    let request = pb::SetPassiveRequest { timeout_ms: timeout_ms.unwrap_or(0) };
+    let request = pb::SetPassiveRequest {
+        timeout_ms: timeout_ms.unwrap_or(0),
+    };
     match client(addr).await?.set_passive(request).await {
         Ok(answer) => {
             let a = answer.into_inner();
@@ -126,7 +167,11 @@ async fn set_passive(target: &AdminTarget, timeout_ms: Option<u32>) -> anyhow::R
             Ok(ExitCode::SUCCESS)
         }
         Err(status) => {
-            eprintln!("error: set-passive on {label} refused ({:?}): {}", status.code(), status.message());
+            eprintln!(
+                "error: set-passive on {label} refused ({:?}): {}",
+                status.code(),
+                status.message()
+            );
             Ok(ExitCode::FAILURE)
         }
     }

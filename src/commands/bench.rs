@@ -60,9 +60,10 @@ async fn setup(args: &BenchArgs) -> anyhow::Result<Bench> {
     let dir = tempfile::Builder::new().prefix("tandem-bench-").tempdir()?;
     let (storage, pg) = match (args.backend, &args.postgres) {
         (BenchBackend::Sqlite, _) => (format!("sqlite://{}/bench.db", dir.path().display()), None),
-        (BenchBackend::Postgres, Some(url)) => {
-            (tandem_nodes::store::ensure_postgres_database(url, "tandem_bench").await?, None)
-        }
+        (BenchBackend::Postgres, Some(url)) => (
+            tandem_nodes::store::ensure_postgres_database(url, "tandem_bench").await?,
+            None,
+        ),
         (BenchBackend::Postgres, None) => {
             let cluster = std::sync::Arc::new(PgCluster::start().map_err(anyhow::Error::msg)?);
             let db = cluster.database().map_err(anyhow::Error::msg)?;
@@ -83,9 +84,16 @@ async fn setup(args: &BenchArgs) -> anyhow::Result<Bench> {
         .collect();
     let mut processes = Vec::new();
     for spec in &specs {
-        processes.push(Some(NodeProcess::spawn(spec, Duration::from_secs(30)).await?));
+        processes.push(Some(
+            NodeProcess::spawn(spec, Duration::from_secs(30)).await?,
+        ));
     }
-    Ok(Bench { _dir: dir, _pg: pg, specs, processes })
+    Ok(Bench {
+        _dir: dir,
+        _pg: pg,
+        specs,
+        processes,
+    })
 }
 
 impl Bench {
@@ -103,7 +111,10 @@ impl Bench {
                 }
             }
             if Instant::now() > until {
-                bail!("no replica became active within {} ms", deadline.as_millis());
+                bail!(
+                    "no replica became active within {} ms",
+                    deadline.as_millis()
+                );
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -121,8 +132,16 @@ async fn bench(args: BenchArgs, mode: Mode) -> anyhow::Result<ExitCode> {
     let result = trials(&mut bench, &args, mode).await;
     bench.stop().await;
     let samples = result?;
-    let name = if mode == Mode::Failover { "failover" } else { "handover" };
-    let backend = if args.backend == BenchBackend::Sqlite { "sqlite" } else { "postgres" };
+    let name = if mode == Mode::Failover {
+        "failover"
+    } else {
+        "handover"
+    };
+    let backend = if args.backend == BenchBackend::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
     println!(
         "bench={name} backend={backend} replicas={} trials={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} mean_ms={:.1}",
         args.replicas,
@@ -138,15 +157,23 @@ async fn bench(args: BenchArgs, mode: Mode) -> anyhow::Result<ExitCode> {
 async fn trials(bench: &mut Bench, args: &BenchArgs, mode: Mode) -> anyhow::Result<Vec<f64>> {
     let mut samples = Vec::new();
     for trial in 1..=args.trials {
-        let from = bench.active(None, TAKEOVER_DEADLINE).await.context("before the trial")?;
-        let Some(process) = bench.processes[from].as_ref() else { bail!("replica {from} is not running") };
+        let from = bench
+            .active(None, TAKEOVER_DEADLINE)
+            .await
+            .context("before the trial")?;
+        let Some(process) = bench.processes[from].as_ref() else {
+            bail!("replica {from} is not running")
+        };
         let started = Instant::now();
         let mut reported = String::new();
         match mode {
             Mode::Failover => process.signal(Signal::SIGKILL)?,
             Mode::Handover => {
                 let mut client = super::admin::client(process.ready.admin).await?;
-                let answer = client.set_passive(pb::SetPassiveRequest { timeout_ms: 0 }).await?.into_inner();
+                let answer = client
+                    .set_passive(pb::SetPassiveRequest { timeout_ms: 0 })
+                    .await?
+                    .into_inner();
                 reported = format!(" server_handover_ms={}", answer.handover_ms);
             }
         }
@@ -158,7 +185,8 @@ async fn trials(bench: &mut Bench, args: &BenchArgs, mode: Mode) -> anyhow::Resu
             if let Some(mut killed) = bench.processes[from].take() {
                 killed.wait().await?;
             }
-            bench.processes[from] = Some(NodeProcess::spawn(&bench.specs[from], Duration::from_secs(30)).await?);
+            bench.processes[from] =
+                Some(NodeProcess::spawn(&bench.specs[from], Duration::from_secs(30)).await?);
         }
     }
     Ok(samples)

@@ -5,7 +5,6 @@ pub mod bench;
 pub mod node;
 pub mod up;
 
-use anyhow::Context;
 use std::path::Path;
 use std::process::ExitCode;
 use tandem_nodes::config::TopologyConfig;
@@ -31,7 +30,7 @@ pub fn load(config: &Path) -> anyhow::Result<TopologyConfig> {
 
 /// `tandem check`: validate a topology file and list its nodes and replicas.
 pub fn check(config: &Path) -> anyhow::Result<ExitCode> {
-    let topology = load(config).with_context(|| format!("checking {}", config.display()))?;
+    let topology = load(config)?;
     println!("{}: valid", config.display());
     for node in topology.nodes() {
         println!(
@@ -45,16 +44,27 @@ pub fn check(config: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves when the process receives SIGINT or SIGTERM.
-pub async fn termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the process can still be killed; wait forever.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGINT and SIGTERM handlers, installed before any work starts so that a signal arriving
+/// during startup is seen (and children are stopped) rather than killing the process outright.
+pub struct Termination {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Termination {
+    pub fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves at the next SIGINT or SIGTERM.
+    pub async fn received(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

@@ -9,16 +9,18 @@ use tokio_util::sync::CancellationToken;
 pub const READY_PREFIX: &str = "TANDEM_READY ";
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    let mut termination = super::Termination::install()?;
     let topology = super::load(&args.config)?;
     let shutdown = CancellationToken::new();
-    let node = tandem_nodes::node::start(&topology, &args.node, args.replica, shutdown.clone()).await?;
+    let node =
+        tandem_nodes::node::start(&topology, &args.node, args.replica, shutdown.clone()).await?;
     let ready = serde_json::to_string(&node.ready)?;
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{READY_PREFIX}{ready}")?;
         stdout.flush()?;
     }
-    super::termination().await;
+    termination.received().await;
     tracing::info!("shutting down");
     shutdown.cancel();
     node.wait().await?;

@@ -37,6 +37,7 @@ struct Replica {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mut termination = super::Termination::install()?;
     let bin = std::env::current_exe().context("locating the tandem binary")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -58,9 +59,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         config_path.display(),
         log_dir(&args.data_dir).display()
     );
-    if let Err(e) = start_all(&mut replicas).await {
+    let started = tokio::select! {
+        result = start_all(&mut replicas) => result.map(|()| true),
+        () = termination.received() => Ok(false),
+    };
+    if !matches!(started, Ok(true)) {
+        println!("\nstopping the replicas started so far ...");
         stop_all(&mut replicas).await;
-        return Err(e);
+        return started.map(|_| ExitCode::SUCCESS);
     }
     settle(&mut replicas).await;
     print_table(&replicas);
@@ -68,7 +74,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         "\nTry: tandem admin status --config {} --node participant1   (Ctrl-C stops everything)",
         config_path.display()
     );
-    supervise(&mut replicas).await;
+    supervise(&mut replicas, &mut termination).await;
     println!("stopping {} replicas ...", replicas.len());
     stop_all(&mut replicas).await;
     println!("stopped");
@@ -78,9 +84,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 /// Points every node at its own database on `server`, creating the databases.
 async fn use_postgres(topology: &mut TopologyConfig, server: &str) -> anyhow::Result<()> {
     let sync = &mut topology.synchronizer;
-    let nodes = [&mut sync.sequencer, &mut sync.mediator, &mut sync.topology_manager]
-        .into_iter()
-        .chain(topology.participants.iter_mut());
+    let nodes = [
+        &mut sync.sequencer,
+        &mut sync.mediator,
+        &mut sync.topology_manager,
+    ]
+    .into_iter()
+    .chain(topology.participants.iter_mut());
     for node in nodes {
         let database = format!("tandem_{}", node.name.replace('-', "_"));
         node.storage = tandem_nodes::store::ensure_postgres_database(server, &database).await?;
@@ -118,7 +128,11 @@ async fn start_all(replicas: &mut [Replica]) -> anyhow::Result<()> {
         print!("  starting {:<24}", r.spec.name());
         let _ = std::io::stdout().flush();
         let process = NodeProcess::spawn(&r.spec, READY_TIMEOUT).await?;
-        println!(" up   pid {:<7} health {}", process.pid(), process.ready.health);
+        println!(
+            " up   pid {:<7} health {}",
+            process.pid(),
+            process.ready.health
+        );
         r.process = Some(process);
     }
     Ok(())
@@ -152,10 +166,15 @@ async fn settle(replicas: &mut [Replica]) {
         refresh_roles(replicas).await;
         let mut actives: HashMap<&str, (usize, bool)> = HashMap::new();
         for r in replicas.iter() {
-            let entry = actives.entry(r.spec.node.as_str()).or_insert((0, r.kind == "sequencer"));
+            let entry = actives
+                .entry(r.spec.node.as_str())
+                .or_insert((0, r.kind == "sequencer"));
             entry.0 += usize::from(r.role == "active");
         }
-        let sequencers_ok = replicas.iter().filter(|r| r.kind == "sequencer").all(|r| r.role == "active");
+        let sequencers_ok = replicas
+            .iter()
+            .filter(|r| r.kind == "sequencer")
+            .all(|r| r.role == "active");
         let settled = sequencers_ok && actives.values().all(|(n, aa)| *aa || *n == 1);
         if settled || Instant::now() > deadline {
             return;
@@ -171,7 +190,11 @@ fn print_table(replicas: &[Replica]) {
     );
     for r in replicas {
         let (pid, health, admin) = match &r.process {
-            Some(p) => (p.pid().to_string(), p.ready.health.to_string(), p.ready.admin.to_string()),
+            Some(p) => (
+                p.pid().to_string(),
+                p.ready.health.to_string(),
+                p.ready.admin.to_string(),
+            ),
             None => ("-".into(), "-".into(), "-".into()),
         };
         let api = r.api.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
@@ -183,12 +206,10 @@ fn print_table(replicas: &[Replica]) {
 }
 
 /// Until SIGINT/SIGTERM: report role changes and restart replicas that exited.
-async fn supervise(replicas: &mut [Replica]) {
-    let stop = super::termination();
-    tokio::pin!(stop);
+async fn supervise(replicas: &mut [Replica], termination: &mut super::Termination) {
     loop {
         tokio::select! {
-            () = &mut stop => return,
+            () = termination.received() => return,
             () = tokio::time::sleep(SUPERVISE_INTERVAL) => {}
         }
         for r in replicas.iter_mut() {
@@ -254,7 +275,12 @@ fn clock() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    format!("{:02}:{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Where `tandem up` keeps per-replica logs.

@@ -44,9 +44,18 @@ impl Cluster {
         Some(Self::start_on(dir, storage, pg, replicas).await)
     }
 
-    pub async fn start_on(dir: tempfile::TempDir, storage: String, pg: Option<PgDatabase>, replicas: u32) -> Cluster {
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        storage: String,
+        pg: Option<PgDatabase>,
+        replicas: u32,
+    ) -> Cluster {
         let config = dir.path().join("topology.toml");
-        std::fs::write(&config, tandem::commands::bench::bench_topology(&storage, replicas)).unwrap();
+        std::fs::write(
+            &config,
+            tandem::commands::bench::bench_topology(&storage, replicas),
+        )
+        .unwrap();
         let specs: Vec<NodeSpec> = (0..replicas)
             .map(|replica| NodeSpec {
                 bin: PathBuf::from(env!("CARGO_BIN_EXE_tandem")),
@@ -58,9 +67,19 @@ impl Cluster {
             .collect();
         let mut processes = Vec::new();
         for spec in &specs {
-            processes.push(Some(NodeProcess::spawn(spec, Duration::from_secs(30)).await.unwrap()));
+            processes.push(Some(
+                NodeProcess::spawn(spec, Duration::from_secs(30))
+                    .await
+                    .unwrap(),
+            ));
         }
-        Cluster { dir, storage, specs, processes, pg }
+        Cluster {
+            dir,
+            storage,
+            specs,
+            processes,
+            pg,
+        }
     }
 
     pub fn process(&self, i: usize) -> &NodeProcess {
@@ -68,16 +87,23 @@ impl Cluster {
     }
 
     pub fn health_addrs(&self) -> Vec<SocketAddr> {
-        self.processes.iter().map(|p| p.as_ref().unwrap().ready.health).collect()
+        self.processes
+            .iter()
+            .map(|p| p.as_ref().unwrap().ready.health)
+            .collect()
     }
 
     pub async fn store(&self) -> Store {
-        Store::connect(&self.storage, Duration::from_secs(5)).await.unwrap()
+        Store::connect(&self.storage, Duration::from_secs(5))
+            .await
+            .unwrap()
     }
 
     pub async fn health(&self, i: usize) -> Option<(u16, serde_json::Value)> {
         let p = self.processes[i].as_ref()?;
-        let (status, body) = probe(p.ready.health, "/health", Duration::from_millis(500)).await.ok()?;
+        let (status, body) = probe(p.ready.health, "/health", Duration::from_millis(500))
+            .await
+            .ok()?;
         Some((status, serde_json::from_str(&body).unwrap_or_default()))
     }
 
@@ -102,7 +128,11 @@ impl Cluster {
                     return one;
                 }
             }
-            assert!(Instant::now() < until, "no single active replica within {DEADLINE:?}; logs in {}", self.dir.path().display());
+            assert!(
+                Instant::now() < until,
+                "no single active replica within {DEADLINE:?}; logs in {}",
+                self.dir.path().display()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -110,7 +140,9 @@ impl Cluster {
     /// A metric's value from replica `i`'s /metrics.
     pub async fn metric(&self, i: usize, name: &str) -> f64 {
         let p = self.process(i);
-        let (_, text) = probe(p.ready.health, "/metrics", Duration::from_secs(2)).await.unwrap();
+        let (_, text) = probe(p.ready.health, "/metrics", Duration::from_secs(2))
+            .await
+            .unwrap();
         text.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -167,11 +199,20 @@ impl Sampler {
             tasks.push(tokio::spawn(async move {
                 while !stop.is_cancelled() {
                     let sent = Instant::now();
-                    if let Ok((status, body)) = probe(addr, "/health", Duration::from_millis(300)).await {
-                        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    if let Ok((status, body)) =
+                        probe(addr, "/health", Duration::from_millis(300)).await
+                    {
+                        let body: serde_json::Value =
+                            serde_json::from_str(&body).unwrap_or_default();
                         let epoch = body["epoch"].as_u64().unwrap_or(0);
                         let received = Instant::now();
-                        samples.lock().unwrap().push(Sample { replica, sent, received, status, epoch });
+                        samples.lock().unwrap().push(Sample {
+                            replica,
+                            sent,
+                            received,
+                            status,
+                            epoch,
+                        });
                     }
                     tokio::time::sleep(Duration::from_millis(3)).await;
                 }
@@ -186,7 +227,12 @@ impl Sampler {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }));
-        Sampler { stop, samples, epochs, tasks }
+        Sampler {
+            stop,
+            samples,
+            epochs,
+            tasks,
+        }
     }
 
     /// Stops sampling and asserts the invariants; returns the samples.
@@ -197,7 +243,10 @@ impl Sampler {
         }
         let samples = self.samples.lock().unwrap().clone();
         let epochs = self.epochs.lock().unwrap().clone();
-        assert!(epochs.windows(2).all(|w| w[0] <= w[1]), "leader epoch went backwards: {epochs:?}");
+        assert!(
+            epochs.windows(2).all(|w| w[0] <= w[1]),
+            "leader epoch went backwards: {epochs:?}"
+        );
         assert_single_active(&samples);
         samples
     }

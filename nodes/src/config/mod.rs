@@ -7,7 +7,8 @@ mod schema;
 mod validate;
 
 pub use schema::{
-    BackendGroup, Frontend, FrontendProtocol, GatewayConfig, LbConfig, NodeConfig, ReplicaConfig, ReplicationConfig, SynchronizerConfig, TopologyConfig,
+    BackendGroup, Frontend, FrontendProtocol, GatewayConfig, LbConfig, NodeConfig, ReplicaConfig,
+    ReplicationConfig, SynchronizerConfig, TopologyConfig,
 };
 pub use validate::ConfigError;
 
@@ -117,3 +118,6 @@ impl TopologyConfig {
         self.nodes().into_iter().find(|n| n.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests;

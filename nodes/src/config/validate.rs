@@ -50,7 +50,12 @@ pub(super) fn validate(config: &mut TopologyConfig) -> Result<(), ConfigError> {
     let nodes = config.nodes();
     for node in &nodes {
         names.claim(node.name, &format!("{}.name", node.key))?;
-        validate_node(node.config, &node.key, node.kind.has_public_api(), &mut addresses)?;
+        validate_node(
+            node.config,
+            &node.key,
+            node.kind.has_public_api(),
+            &mut addresses,
+        )?;
     }
     if config.synchronizer.sequencer.replicas.len() > MAX_SEQUENCERS {
         return Err(invalid(
@@ -65,8 +70,8 @@ pub(super) fn validate(config: &mut TopologyConfig) -> Result<(), ConfigError> {
             let key = format!("lb.frontends[{i}]");
             frontends.claim(&f.name, &format!("{key}.name"))?;
             addresses.claim(f.listen, &format!("{key}.listen"))?;
-            if let BackendGroup::LedgerApi { participant } | BackendGroup::AdminApi { participant } =
-                &f.backend
+            if let BackendGroup::LedgerApi { participant }
+            | BackendGroup::AdminApi { participant } = &f.backend
             {
                 if !config.participants.iter().any(|p| &p.name == participant) {
                     return Err(invalid(
@@ -134,7 +139,10 @@ fn validate_node(
 ) -> Result<(), ConfigError> {
     validate_storage(&node.storage, &format!("{key}.storage"))?;
     if node.replicas.is_empty() {
-        return Err(invalid(format!("{key}.replicas"), "needs at least one replica"));
+        return Err(invalid(
+            format!("{key}.replicas"),
+            "needs at least one replica",
+        ));
     }
     for (i, replica) in node.replicas.iter().enumerate() {
         let rkey = format!("{key}.replicas[{i}]");
@@ -186,7 +194,10 @@ impl Names {
             ));
         }
         if let Some(first) = self.0.insert(name.to_string(), key.to_string()) {
-            return Err(invalid(key, format!("name {name:?} is already used by {first}")));
+            return Err(invalid(
+                key,
+                format!("name {name:?} is already used by {first}"),
+            ));
         }
         Ok(())
     }
@@ -202,7 +213,10 @@ impl Addresses {
             return Ok(());
         }
         if let Some(first) = self.0.insert(addr, key.to_string()) {
-            return Err(invalid(key, format!("address {addr} is already used by {first}")));
+            return Err(invalid(
+                key,
+                format!("address {addr} is already used by {first}"),
+            ));
         }
         Ok(())
     }

@@ -27,10 +27,21 @@ impl Liveness {
         state: watch::Sender<ReplicaState>,
         metrics: NodeMetrics,
     ) -> Self {
-        Self { store, id, cfg, addresses, state, metrics }
+        Self {
+            store,
+            id,
+            cfg,
+            addresses,
+            state,
+            metrics,
+        }
     }
 
-    pub(super) async fn run(self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    pub(super) async fn run(
+        self,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
         let interval = Duration::from_millis(self.cfg.renew_interval_ms);
         loop {
             self.check().await;
@@ -54,9 +65,14 @@ impl Liveness {
             last_seen_ms_ago: 0,
         };
         let timeout = Duration::from_millis(self.cfg.lease_ms);
-        let result = tokio::time::timeout(timeout, self.store.heartbeat_member(&self.id.node, &member)).await;
+        let result =
+            tokio::time::timeout(timeout, self.store.heartbeat_member(&self.id.node, &member))
+                .await;
         let (ok, detail) = match result {
-            Ok(Ok(())) => (true, format!("active: sequencer {} of {}", self.id.replica, self.id.node)),
+            Ok(Ok(())) => (
+                true,
+                format!("active: sequencer {} of {}", self.id.replica, self.id.node),
+            ),
             Ok(Err(e)) => (false, format!("database unreachable: {e}")),
             Err(_) => (false, "database unreachable: no answer in time".to_string()),
         };
@@ -65,7 +81,8 @@ impl Liveness {
         }
         let was_ok = self.state.borrow().database_ok;
         if ok != was_ok {
-            self.metrics.transition(if ok { Role::Active } else { Role::Passive }, 0);
+            self.metrics
+                .transition(if ok { Role::Active } else { Role::Passive }, 0);
         }
         self.state.send_modify(|s| {
             s.role = if ok { Role::Active } else { Role::Passive };

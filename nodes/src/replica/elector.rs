@@ -59,7 +59,11 @@ impl Elector {
         (state.role == Role::Active).then_some(state.epoch)
     }
 
-    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             self.heartbeat_if_due().await;
             let wait = match self.current_epoch() {
@@ -117,7 +121,10 @@ impl Elector {
             Ok(Ok(Acquire::Acquired { epoch })) => self.activate(epoch, started).await,
             Ok(Ok(Acquire::Held { leader })) => {
                 let detail = match &leader {
-                    Some(l) => format!("standby; leader is {}/{} (epoch {})", self.id.node, l.replica, l.epoch),
+                    Some(l) => format!(
+                        "standby; leader is {}/{} (epoch {})",
+                        self.id.node, l.replica, l.epoch
+                    ),
                     None => "standby; no leader yet".into(),
                 };
                 self.state.send_modify(|s| {
@@ -187,8 +194,11 @@ impl Elector {
     async fn renew(&mut self, epoch: u64) {
         let started = Instant::now();
         let lease = self.cfg.lease_ms;
-        let result = tokio::time::timeout(Self::ms(lease), self.leadership.renew(epoch, lease)).await;
-        self.metrics.lease_renewal_seconds.observe(started.elapsed().as_secs_f64());
+        let result =
+            tokio::time::timeout(Self::ms(lease), self.leadership.renew(epoch, lease)).await;
+        self.metrics
+            .lease_renewal_seconds
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(())) => self.state.send_modify(|s| {
                 s.database_ok = true;
@@ -236,7 +246,9 @@ impl Elector {
             Command::SetPassive { timeout, reply } => {
                 let result = self.hand_over(timeout).await;
                 match &result {
-                    Ok(h) => tracing::info!(replica = %self.id, new_leader = h.new_leader, handover_ms = h.handover_ms, "handed over"),
+                    Ok(h) => {
+                        tracing::info!(replica = %self.id, new_leader = h.new_leader, handover_ms = h.handover_ms, "handed over")
+                    }
                     Err(e) => tracing::warn!(replica = %self.id, error = %e, "set-passive refused"),
                 }
                 let _ = reply.send(result);
@@ -249,9 +261,9 @@ impl Elector {
             return Err(HandoverError::NotActive(self.state.borrow().detail.clone()));
         };
         let members = self.store.members(&self.id.node).await?;
-        let standby = members.iter().any(|m| {
-            m.replica != self.id.replica && m.last_seen_ms_ago < STANDBY_FRESHNESS_MS
-        });
+        let standby = members
+            .iter()
+            .any(|m| m.replica != self.id.replica && m.last_seen_ms_ago < STANDBY_FRESHNESS_MS);
         if !standby {
             return Err(HandoverError::NoStandby);
         }
@@ -266,13 +278,17 @@ impl Elector {
                     // The successor holds the lease now; this replica is an ordinary standby again.
                     self.yield_until = None;
                     self.state.send_modify(|s| {
-                        s.detail = format!("standby; leader is {}/{} (epoch {})", self.id.node, leader.replica, leader.epoch);
+                        s.detail = format!(
+                            "standby; leader is {}/{} (epoch {})",
+                            self.id.node, leader.replica, leader.epoch
+                        );
                         s.leader = Some(leader.clone());
                     });
                     return Ok(Handover {
                         new_leader: leader.replica,
                         new_epoch: leader.epoch,
-                        handover_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+                        handover_ms: u32::try_from(started.elapsed().as_millis())
+                            .unwrap_or(u32::MAX),
                     });
                 }
             }
@@ -282,7 +298,13 @@ impl Elector {
         self.yield_until = None;
         self.try_acquire().await;
         if self.current_epoch().is_none() {
-            if let Some(leader) = self.state.borrow().leader.clone().filter(|l| l.epoch > epoch) {
+            if let Some(leader) = self
+                .state
+                .borrow()
+                .leader
+                .clone()
+                .filter(|l| l.epoch > epoch)
+            {
                 return Ok(Handover {
                     new_leader: leader.replica,
                     new_epoch: leader.epoch,

@@ -86,7 +86,8 @@ pub fn spawn(
         default_handover_timeout: Duration::from_millis(config.handover_timeout_ms),
     };
     let task = if identity.kind.is_active_active() {
-        let live = active_active::Liveness::new(store, identity, config, addresses, state_tx, metrics);
+        let live =
+            active_active::Liveness::new(store, identity, config, addresses, state_tx, metrics);
         tokio::spawn(live.run(commands_rx, shutdown))
     } else {
         let elector = elector::Elector::new(store, identity, config, addresses, state_tx, metrics);

@@ -22,7 +22,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the database itself could not be reached (as opposed to refusing a statement).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Connect { .. })
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Connect { .. }
+        )
     }
 }
 

@@ -40,7 +40,8 @@ pub(crate) enum Db {
     Sqlite(SqlitePool),
     Postgres {
         pool: PgPool,
-        options: PgConnectOptions,
+        /// For the dedicated leadership connection, which must not come from the pool.
+        options: Box<PgConnectOptions>,
     },
 }
 
@@ -174,7 +175,10 @@ async fn connect_postgres(url: &str, timeout: Duration) -> Result<Db, sqlx::Erro
         .acquire_timeout(timeout)
         .connect_with(options.clone())
         .await?;
-    Ok(Db::Postgres { pool, options })
+    Ok(Db::Postgres {
+        pool,
+        options: Box::new(options),
+    })
 }
 
 impl Store {
@@ -183,7 +187,9 @@ impl Store {
     /// replica's lock connection, e.g. `tandem-leader participant1/0`.
     pub async fn terminate_sessions(&self, application: &str) -> Result<usize, StoreError> {
         let Db::Postgres { pool, .. } = &self.db else {
-            return Err(StoreError::Database("terminating sessions needs Postgres".into()));
+            return Err(StoreError::Database(
+                "terminating sessions needs Postgres".into(),
+            ));
         };
         let terminated: Vec<bool> = sqlx::query_scalar(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",

@@ -22,9 +22,13 @@ use sqlx::{ConnectOptions, Connection, Row};
 /// What an attempt to become leader found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Acquire {
-    Acquired { epoch: u64 },
+    Acquired {
+        epoch: u64,
+    },
     /// Another replica leads (or led, and its lease has not yet run out).
-    Held { leader: Option<Leader> },
+    Held {
+        leader: Option<Leader>,
+    },
 }
 
 /// The leader as recorded in the database.
@@ -147,7 +151,7 @@ impl Leadership {
             };
             // Server-side keepalive: if this host vanishes, the server drops the session (and the
             // lock) after about 5 + 3 * 1 seconds instead of the kernel default of hours.
-            let options = options
+            let options = (**options)
                 .clone()
                 .application_name(&format!("tandem-leader {}/{}", self.node, self.replica))
                 .options([
@@ -371,7 +375,10 @@ impl Store {
                     "SELECT holder, epoch, lease_expires_at_ms - {SQLITE_NOW_MS} AS remaining \
                      FROM replica_leader WHERE node = ?1"
                 );
-                sqlx::query(&sql).bind(node).fetch_optional(pool).await?
+                sqlx::query(&sql)
+                    .bind(node)
+                    .fetch_optional(pool)
+                    .await?
                     .map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1), r.get::<i64, _>(2)))
             }
             Db::Postgres { pool, .. } => {
@@ -379,7 +386,10 @@ impl Store {
                     "SELECT holder, epoch, lease_expires_at_ms - {PG_NOW_MS} AS remaining \
                      FROM replica_leader WHERE node = $1"
                 );
-                sqlx::query(&sql).bind(node).fetch_optional(pool).await?
+                sqlx::query(&sql)
+                    .bind(node)
+                    .fetch_optional(pool)
+                    .await?
                     .map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1), r.get::<i64, _>(2)))
             }
         };
@@ -435,8 +445,13 @@ impl Store {
                        {SQLITE_NOW_MS} - last_seen_at_ms FROM replica_members \
                      WHERE node = ?1 ORDER BY replica"
                 );
-                sqlx::query(&sql).bind(node).fetch_all(pool).await?
-                    .iter().map(member_from_sqlite).collect()
+                sqlx::query(&sql)
+                    .bind(node)
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(member_from_sqlite)
+                    .collect()
             }
             Db::Postgres { pool, .. } => {
                 let sql = format!(
@@ -444,8 +459,13 @@ impl Store {
                        {PG_NOW_MS} - last_seen_at_ms FROM replica_members \
                      WHERE node = $1 ORDER BY replica"
                 );
-                sqlx::query(&sql).bind(node).fetch_all(pool).await?
-                    .iter().map(member_from_pg).collect()
+                sqlx::query(&sql)
+                    .bind(node)
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(member_from_pg)
+                    .collect()
             }
         };
         Ok(rows)
@@ -462,8 +482,13 @@ impl Store {
                     "INSERT INTO replica_events (node, replica, epoch, event, at_ms) \
                      VALUES (?1, ?2, ?3, ?4, {SQLITE_NOW_MS})"
                 );
-                sqlx::query(&sql).bind(&fence.node).bind(replica).bind(epoch).bind(event)
-                    .execute(&mut *t).await?;
+                sqlx::query(&sql)
+                    .bind(&fence.node)
+                    .bind(replica)
+                    .bind(epoch)
+                    .bind(event)
+                    .execute(&mut *t)
+                    .await?;
                 t.commit().await?;
             }
             super::FencedTx::Postgres(mut t) => {
@@ -471,8 +496,13 @@ impl Store {
                     "INSERT INTO replica_events (node, replica, epoch, event, at_ms) \
                      VALUES ($1, $2, $3, $4, {PG_NOW_MS})"
                 );
-                sqlx::query(&sql).bind(&fence.node).bind(replica).bind(epoch).bind(event)
-                    .execute(&mut *t).await?;
+                sqlx::query(&sql)
+                    .bind(&fence.node)
+                    .bind(replica)
+                    .bind(epoch)
+                    .bind(event)
+                    .execute(&mut *t)
+                    .await?;
                 t.commit().await?;
             }
         }
@@ -481,20 +511,21 @@ impl Store {
 
     /// The audit trail of `node`, oldest first: (replica, epoch, event).
     pub async fn events(&self, node: &str) -> Result<Vec<(u32, u64, String)>, StoreError> {
-        let rows: Vec<(i64, i64, String)> = match self.db() {
-            Db::Sqlite(pool) => sqlx::query_as(
-                "SELECT replica, epoch, event FROM replica_events WHERE node = ?1 ORDER BY id",
-            )
-            .bind(node)
-            .fetch_all(pool)
-            .await?,
-            Db::Postgres { pool, .. } => sqlx::query_as(
-                "SELECT replica, epoch, event FROM replica_events WHERE node = $1 ORDER BY id",
-            )
-            .bind(node)
-            .fetch_all(pool)
-            .await?,
-        };
+        let rows: Vec<(i64, i64, String)> =
+            match self.db() {
+                Db::Sqlite(pool) => sqlx::query_as(
+                    "SELECT replica, epoch, event FROM replica_events WHERE node = ?1 ORDER BY id",
+                )
+                .bind(node)
+                .fetch_all(pool)
+                .await?,
+                Db::Postgres { pool, .. } => sqlx::query_as(
+                    "SELECT replica, epoch, event FROM replica_events WHERE node = $1 ORDER BY id",
+                )
+                .bind(node)
+                .fetch_all(pool)
+                .await?,
+            };
         Ok(rows
             .into_iter()
             .map(|(r, e, ev)| (to_u32(r), to_u64(e), ev))

@@ -67,7 +67,9 @@ fn pg_command(bin: &Path, program: &str) -> Command {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl PgCluster {
@@ -83,7 +85,10 @@ impl PgCluster {
             Ok(cluster) => Arc::new(cluster),
             Err(e) => {
                 let required = std::env::var("TANDEM_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-                assert!(!required, "TANDEM_REQUIRE_POSTGRES=1 but Postgres is unavailable: {e}");
+                assert!(
+                    !required,
+                    "TANDEM_REQUIRE_POSTGRES=1 but Postgres is unavailable: {e}"
+                );
                 eprintln!("SKIP: Postgres tests skipped: {e}");
                 return None;
             }
@@ -115,7 +120,10 @@ impl PgCluster {
             .output()
             .map_err(|e| format!("initdb: {e}"))?;
         if !out.status.success() {
-            return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         let port = free_port().map_err(|e| format!("free port: {e}"))?;
         let cluster = PgCluster {
@@ -146,10 +154,18 @@ impl PgCluster {
         let child = pg_command(&self.bin, "postgres")
             .arg("-D")
             .arg(self.dir.path().join("data"))
-            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+            ])
             .args(["-c", "fsync=off", "-c", "max_connections=300"])
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", self.dir.path().display()))
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -162,7 +178,14 @@ impl PgCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let ready = pg_command(&self.bin, "pg_isready")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -171,8 +194,8 @@ impl PgCluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.path().join("server.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
                 return Err(format!("postgres did not become ready: {log}"));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -196,11 +219,22 @@ impl PgCluster {
         let n = self.next_db.fetch_add(1, Ordering::SeqCst);
         let name = format!("t{}_{n}", std::process::id());
         let out = pg_command(&self.bin, "createdb")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", &name])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                &name,
+            ])
             .output()
             .map_err(|e| format!("createdb: {e}"))?;
         if !out.status.success() {
-            return Err(format!("createdb failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "createdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(PgDatabase {
             cluster: Arc::clone(self),
