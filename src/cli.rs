@@ -45,7 +45,7 @@ pub struct UpArgs {
     /// missing) instead of the file's storage URLs, e.g. postgres://postgres@127.0.0.1:5432/postgres.
     #[arg(long)]
     pub postgres: Option<String>,
-    /// Where SQLite files, logs and the effective topology go.
+    /// Where logs and the effective topology go, and the built-in topology's SQLite files.
     #[arg(long, default_value = "tandem-data")]
     pub data_dir: PathBuf,
 }

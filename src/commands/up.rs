@@ -43,7 +43,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut topology = match &args.config {
         Some(path) => super::load(path)?,
-        None => TopologyConfig::parse(DEFAULT_TOPOLOGY).context("the built-in topology")?,
+        // The built-in topology keeps its SQLite files in the data directory.
+        None => TopologyConfig::parse(&DEFAULT_TOPOLOGY.replace(
+            "sqlite://tandem-data/",
+            &format!("sqlite://{}/", args.data_dir.display()),
+        ))
+        .context("the built-in topology")?,
     };
     if let Some(server) = &args.postgres {
         use_postgres(&mut topology, server).await?;
