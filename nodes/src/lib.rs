@@ -6,6 +6,7 @@ pub mod admin;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod model;
 pub mod node;
 pub mod replica;
 pub mod store;
