@@ -196,10 +196,37 @@ impl<'a> Engine<'a> {
                 })?;
                 self.check_arg(key, &key_def.ty, "contract key")?;
                 let cid = self.resolve_key(&GlobalKey::new(&t.id, key.clone()))?;
+                self.authorize_key_lookup(&cid, template, &act_as)?;
                 self.exercise(Some(&t.id), &cid, choice, argument.clone(), &act_as, true)?
             }
         };
         self.roots.push(root);
+        Ok(())
+    }
+
+    /// Daml: finding a contract by its key needs the authority of at least one of the key's
+    /// maintainers, who vouch that the key maps to this contract.
+    fn authorize_key_lookup(
+        &mut self,
+        cid: &ContractId,
+        template: &crate::model::TemplateRef,
+        authorizers: &std::collections::BTreeSet<crate::model::Party>,
+    ) -> Result<(), InterpretError> {
+        let contract = self.contract(cid)?;
+        let maintainers = contract
+            .key
+            .as_ref()
+            .map(|k| k.maintainers.clone())
+            .unwrap_or_default();
+        if maintainers.is_disjoint(authorizers) {
+            return Err(crate::model::auth::AuthorizationError {
+                node_id: self.next_node()?,
+                node: format!("exercise by key of {template} (needs one key maintainer)"),
+                missing: maintainers,
+                authorizers: authorizers.clone(),
+            }
+            .into());
+        }
         Ok(())
     }
 

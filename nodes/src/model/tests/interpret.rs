@@ -453,8 +453,14 @@ fn keys_are_unique_and_exercisable() {
         choice: "Transfer".into(),
         argument,
     };
+    // The owner controls Transfer, but finding the contract by key needs a key maintainer too.
+    let e = l
+        .submit(&[&seller, &buyer], &[cmd.clone()])
+        .expect_err("no maintainer among the authorizers");
+    assert_eq!(e.code(), "AUTHORIZATION_ERROR");
+    assert!(e.to_string().contains(issuer.as_str()), "{e}");
     let tx = l
-        .submit(&[&seller, &buyer], &[cmd])
+        .submit(&[&issuer, &seller, &buyer], &[cmd])
         .expect("exercise by key");
     assert!(matches!(
         tx.nodes[0].kind,
