@@ -4,7 +4,10 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     std::env::set_var("PROTOC", protoc);
-    let protos = ["proto/tandem/admin/v1/replication.proto"];
+    let protos = [
+        "proto/tandem/admin/v1/replication.proto",
+        "proto/tandem/sequencer/v1/sequencer.proto",
+    ];
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -106,11 +106,13 @@ impl ReplicationService for ReplicationAdmin {
     }
 }
 
-/// Serves the admin API on `listener` until `shutdown`.
+/// Serves the admin API on `listener` until `shutdown`, with the node kind's own admin services
+/// in `routes` beside the replication and health services.
 pub async fn serve(
     listener: TcpListener,
     replica: ReplicaHandle,
     store: Store,
+    mut routes: tonic::service::RoutesBuilder,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -132,9 +134,11 @@ pub async fn serve(
         }
     });
     let admin = ReplicationAdmin { replica, store };
-    tonic::transport::Server::builder()
+    routes
         .add_service(health_service)
-        .add_service(ReplicationServiceServer::new(admin))
+        .add_service(ReplicationServiceServer::new(admin));
+    tonic::transport::Server::builder()
+        .add_routes(routes.routes())
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown.cancelled_owned(),

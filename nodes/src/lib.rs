@@ -5,9 +5,11 @@
 pub mod admin;
 pub mod config;
 pub mod health;
+pub mod identity;
 pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod replica;
+pub mod sequencer;
 pub mod store;
 pub mod testing;

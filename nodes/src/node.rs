@@ -5,11 +5,14 @@
 use crate::config::{NodeKind, TopologyConfig};
 use crate::metrics::NodeMetrics;
 use crate::replica::{self, Addresses, Identity, ReplicaHandle};
+use crate::sequencer::{Sequencer, SequencerAdmin, SequencerApi};
 use crate::store::{Store, StoreError};
 use crate::{admin, health};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tandem_proto::sequencer::v1::sequencer_admin_service_server::SequencerAdminServiceServer;
+use tandem_proto::sequencer::v1::sequencer_service_server::SequencerServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +51,9 @@ pub struct Ready {
     pub pid: u32,
     pub health: SocketAddr,
     pub admin: SocketAddr,
+    /// The public API (sequencer API, Ledger API), once the node kind serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<SocketAddr>,
 }
 
 /// A running replica.
@@ -139,12 +145,61 @@ pub async fn start(
         health: health_addr.to_string(),
         admin: admin_addr.to_string(),
     };
+    // The node kind's own services: what they serve publicly, what they add to the admin port,
+    // and their verdict on their own health.
+    let mut admin_routes = tonic::service::RoutesBuilder::default();
+    let mut tasks = Vec::new();
+    let mut api_addr = None;
+    let mut service_health = None;
+    if node_ref.kind == NodeKind::Sequencer {
+        let api = config
+            .api
+            .ok_or_else(|| NodeError::Task("sequencer", "no api address".into()))?;
+        let listener = bind(api, format!("{key}.api")).await?;
+        api_addr = Some(listener.local_addr().map_err(|source| NodeError::Bind {
+            key: format!("{key}.api"),
+            addr: api,
+            source,
+        })?);
+        let (health_tx, health_rx) =
+            tokio::sync::watch::channel(Err("sequencer writer starting".to_string()));
+        service_health = Some(health_rx);
+        let (sequencer, sequencer_tasks) = Sequencer::start(
+            store.clone(),
+            topology.synchronizer.sequencing.clone(),
+            replica,
+            health_tx,
+            shutdown.clone(),
+        );
+        tasks.extend(sequencer_tasks.into_iter().map(|t| ("sequencer", t)));
+        admin_routes.add_service(SequencerAdminServiceServer::new(SequencerAdmin(
+            sequencer.clone(),
+        )));
+        let shutdown = shutdown.clone();
+        tasks.push((
+            "sequencer API",
+            tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .add_service(SequencerServiceServer::new(SequencerApi(sequencer)))
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        shutdown.cancelled_owned(),
+                    )
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "sequencer API server failed");
+                }
+            }),
+        ));
+    }
     let (handle, elector) = replica::spawn(
         store.clone(),
         identity,
         topology.replication.clone(),
         addresses,
         metrics.clone(),
+        service_health,
         shutdown.clone(),
     );
     let health_app = health::router(handle.clone(), metrics);
@@ -156,7 +211,9 @@ pub async fn start(
     let admin_task = {
         let (handle, store, shutdown) = (handle.clone(), store.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = admin::serve(admin_listener, handle, store, shutdown).await {
+            if let Err(e) =
+                admin::serve(admin_listener, handle, store, admin_routes, shutdown).await
+            {
                 tracing::error!(error = %e, "admin server failed");
             }
         })
@@ -170,14 +227,18 @@ pub async fn start(
             pid: std::process::id(),
             health: health_addr,
             admin: admin_addr,
+            api: api_addr,
         },
         replica: handle,
         store,
-        tasks: vec![
-            ("replica manager", elector),
-            ("health server", health_task),
-            ("admin server", admin_task),
-        ],
+        tasks: {
+            tasks.extend([
+                ("replica manager", elector),
+                ("health server", health_task),
+                ("admin server", admin_task),
+            ]);
+            tasks
+        },
     })
 }
 

@@ -9,5 +9,13 @@ pub mod admin {
     }
 }
 
+/// The sequencer API and its admin service.
+pub mod sequencer {
+    /// Version 1 of the sequencer API.
+    pub mod v1 {
+        tonic::include_proto!("tandem.sequencer.v1");
+    }
+}
+
 /// The standard gRPC health service (`grpc.health.v1`), served through `tonic-health`.
 pub use tonic_health as health;

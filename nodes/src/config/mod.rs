@@ -3,13 +3,20 @@
 //! `validate` checks cross-field rules and names the offending key. Nothing here opens a socket
 //! or a database.
 
+mod lb;
 mod schema;
+mod sequencing;
 mod validate;
 
-pub use schema::{
-    BackendGroup, Frontend, FrontendProtocol, GatewayConfig, LbConfig, NodeConfig, ReplicaConfig,
-    ReplicationConfig, SynchronizerConfig, TopologyConfig,
+pub use lb::{
+    BackendConfig, BackendGroup, Frontend, FrontendLimits, FrontendProtocol, FrontendTls,
+    HealthCheckConfig, LbConfig, LoadedLb, PassiveConfig, ServerConfig, Strategy, TimeoutConfig,
+    UpstreamH2Config, UpstreamProtocol, UpstreamTls,
 };
+pub use schema::{
+    GatewayConfig, NodeConfig, ReplicaConfig, ReplicationConfig, SynchronizerConfig, TopologyConfig,
+};
+pub use sequencing::{SequencingConfig, MAX_TOTAL_NODE_COUNT};
 pub use validate::ConfigError;
 
 use std::path::Path;

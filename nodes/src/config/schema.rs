@@ -1,6 +1,7 @@
 //! The serde shape of a topology file. Every struct refuses unknown keys; defaults live here and
 //! only here.
 
+use super::lb::LbConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -53,6 +54,8 @@ impl Default for ReplicationConfig {
 pub struct SynchronizerConfig {
     #[serde(default = "default_synchronizer_name")]
     pub name: String,
+    #[serde(default)]
+    pub sequencing: super::sequencing::SequencingConfig,
     pub sequencer: NodeConfig,
     pub mediator: NodeConfig,
     pub topology_manager: NodeConfig,
@@ -87,46 +90,6 @@ pub struct ReplicaConfig {
     pub admin: SocketAddr,
     /// HTTP/1 health and metrics server.
     pub health: SocketAddr,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LbConfig {
-    /// Admin endpoint: backend states, counters, Prometheus metrics.
-    pub admin: SocketAddr,
-    #[serde(default)]
-    pub frontends: Vec<Frontend>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FrontendProtocol {
-    H2c,
-    Http1,
-    Auto,
-}
-
-/// What a frontend routes to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum BackendGroup {
-    /// The Ledger API of a participant's active replica.
-    LedgerApi { participant: String },
-    /// The admin API of a participant's active replica.
-    AdminApi { participant: String },
-    /// Every healthy sequencer, round-robin.
-    Sequencers,
-    /// Every healthy gateway, round-robin.
-    Gateways,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Frontend {
-    pub name: String,
-    pub listen: SocketAddr,
-    pub protocol: FrontendProtocol,
-    pub backend: BackendGroup,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,7 +1,7 @@
 //! Cross-field rules of a topology file. Every error names the key it is about, in the dotted
 //! form an operator would search the file for (`participants[1].replicas[0].admin`).
 
-use super::schema::{BackendGroup, NodeConfig, TopologyConfig};
+use super::schema::{NodeConfig, TopologyConfig};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -39,9 +39,6 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Largest sequencer count: node indexes partition microsecond timestamps (design.md §5.1).
-const MAX_SEQUENCERS: usize = 31;
-
 pub(super) fn validate(config: &mut TopologyConfig) -> Result<(), ConfigError> {
     apply_default_names(config);
     validate_replication(config)?;
@@ -57,30 +54,13 @@ pub(super) fn validate(config: &mut TopologyConfig) -> Result<(), ConfigError> {
             &mut addresses,
         )?;
     }
-    if config.synchronizer.sequencer.replicas.len() > MAX_SEQUENCERS {
-        return Err(invalid(
-            "synchronizer.sequencer.replicas",
-            format!("at most {MAX_SEQUENCERS} sequencers are supported"),
-        ));
-    }
+    let sequencers = config.synchronizer.sequencer.replicas.len();
+    super::sequencing::validate(&config.synchronizer.sequencing, sequencers)
+        .map_err(|(key, message)| invalid(key, message))?;
     if let Some(lb) = &config.lb {
-        addresses.claim(lb.admin, "lb.admin")?;
-        let mut frontends = Names::default();
-        for (i, f) in lb.frontends.iter().enumerate() {
-            let key = format!("lb.frontends[{i}]");
-            frontends.claim(&f.name, &format!("{key}.name"))?;
-            addresses.claim(f.listen, &format!("{key}.listen"))?;
-            if let BackendGroup::LedgerApi { participant }
-            | BackendGroup::AdminApi { participant } = &f.backend
-            {
-                if !config.participants.iter().any(|p| &p.name == participant) {
-                    return Err(invalid(
-                        format!("{key}.backend"),
-                        format!("no participant is named {participant:?}"),
-                    ));
-                }
-            }
-        }
+        super::lb::validate(lb, Some(&*config), &mut |addr, key| {
+            addresses.claim(addr, key)
+        })?;
     }
     for (i, g) in config.gateways.iter().enumerate() {
         let key = format!("gateways[{i}]");

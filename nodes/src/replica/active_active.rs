@@ -1,5 +1,6 @@
 //! Liveness of an active-active replica (a sequencer): every running replica serves; it is
-//! healthy while its database answers. There is no leadership to elect or hand over.
+//! healthy while its database answers and its service says it is functional (a sequencer's
+//! writer is online). There is no leadership to elect or hand over.
 
 use super::{Addresses, Command, HandoverError, Identity, ReplicaState, Role};
 use crate::config::ReplicationConfig;
@@ -16,6 +17,7 @@ pub(super) struct Liveness {
     addresses: Addresses,
     state: watch::Sender<ReplicaState>,
     metrics: NodeMetrics,
+    service: Option<watch::Receiver<Result<(), String>>>,
 }
 
 impl Liveness {
@@ -26,6 +28,7 @@ impl Liveness {
         addresses: Addresses,
         state: watch::Sender<ReplicaState>,
         metrics: NodeMetrics,
+        service: Option<watch::Receiver<Result<(), String>>>,
     ) -> Self {
         Self {
             store,
@@ -34,28 +37,40 @@ impl Liveness {
             addresses,
             state,
             metrics,
+            service,
         }
     }
 
     pub(super) async fn run(
-        self,
+        mut self,
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
     ) {
         let interval = Duration::from_millis(self.cfg.renew_interval_ms);
+        let mut service = self.service.take();
         loop {
-            self.check().await;
+            let verdict = service
+                .as_mut()
+                .map_or(Ok(()), |s| s.borrow_and_update().clone());
+            self.check(verdict).await;
+            let service_changed = async {
+                match service.as_mut() {
+                    Some(s) => s.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(Command::SetPassive { reply, .. }) = commands.recv() => {
                     let _ = reply.send(Err(HandoverError::ActiveActive));
                 }
+                true = service_changed => {}
                 () = tokio::time::sleep(interval) => {}
             }
         }
     }
 
-    async fn check(&self) {
+    async fn check(&self, service: Result<(), String>) {
         let member = Member {
             replica: self.id.replica,
             role: Role::Active.as_str().into(),
@@ -68,25 +83,32 @@ impl Liveness {
         let result =
             tokio::time::timeout(timeout, self.store.heartbeat_member(&self.id.node, &member))
                 .await;
-        let (ok, detail) = match result {
+        let (database_ok, detail) = match result {
             Ok(Ok(())) => (
                 true,
-                format!("active: sequencer {} of {}", self.id.replica, self.id.node),
+                format!(
+                    "active: {} {} of {}",
+                    self.id.kind, self.id.replica, self.id.node
+                ),
             ),
             Ok(Err(e)) => (false, format!("database unreachable: {e}")),
             Err(_) => (false, "database unreachable: no answer in time".to_string()),
         };
-        if !ok {
+        if !database_ok {
             self.metrics.database_errors.inc();
         }
-        let was_ok = self.state.borrow().database_ok;
-        if ok != was_ok {
+        let (ok, detail) = match (database_ok, service) {
+            (true, Err(problem)) => (false, problem),
+            (ok, _) => (ok, detail),
+        };
+        let was_active = self.state.borrow().role == Role::Active;
+        if ok != was_active {
             self.metrics
                 .transition(if ok { Role::Active } else { Role::Passive }, 0);
         }
         self.state.send_modify(|s| {
             s.role = if ok { Role::Active } else { Role::Passive };
-            s.database_ok = ok;
+            s.database_ok = database_ok;
             s.detail = detail;
         });
     }

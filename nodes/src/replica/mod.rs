@@ -67,7 +67,8 @@ impl ReplicaHandle {
     }
 }
 
-/// Starts the replica manager of one replica. It runs until `shutdown` is cancelled; an active
+/// Starts the replica manager of one replica. `service_health` is the node service's own verdict
+/// (a sequencer's writer being online), which an active-active replica needs to be healthy. It runs until `shutdown` is cancelled; an active
 /// leader then releases its lease so a standby takes over at once.
 pub fn spawn(
     store: Store,
@@ -75,6 +76,7 @@ pub fn spawn(
     config: ReplicationConfig,
     addresses: Addresses,
     metrics: NodeMetrics,
+    service_health: Option<watch::Receiver<Result<(), String>>>,
     shutdown: CancellationToken,
 ) -> (ReplicaHandle, JoinHandle<()>) {
     let (state_tx, state_rx) = watch::channel(ReplicaState::starting());
@@ -86,8 +88,15 @@ pub fn spawn(
         default_handover_timeout: Duration::from_millis(config.handover_timeout_ms),
     };
     let task = if identity.kind.is_active_active() {
-        let live =
-            active_active::Liveness::new(store, identity, config, addresses, state_tx, metrics);
+        let live = active_active::Liveness::new(
+            store,
+            identity,
+            config,
+            addresses,
+            state_tx,
+            metrics,
+            service_health,
+        );
         tokio::spawn(live.run(commands_rx, shutdown))
     } else {
         let elector = elector::Elector::new(store, identity, config, addresses, state_tx, metrics);

@@ -6,6 +6,7 @@
 mod error;
 mod fenced;
 mod replication;
+pub mod sequencer;
 
 pub use error::StoreError;
 pub use fenced::{Fence, FencedTx};

@@ -1,0 +1,359 @@
+//! The gRPC services of a sequencer: the member-facing sequencer API and the operator's admin
+//! service. Every request is validated before anything is written: an error here leaves no trace.
+
+use super::writer::{SendError, Submission};
+use super::{
+    acknowledge_signing_bytes, now_us, send_signing_bytes, subscribe_signing_bytes, Sequencer,
+};
+use crate::identity::{verify, MemberId};
+use crate::store::sequencer::{NewEvent, StoredEvent};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tandem_proto::sequencer::v1 as pb;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// How far a subscription request's clock may be from ours.
+const REQUEST_CLOCK_SKEW_US: i64 = 60_000_000;
+/// How long `Send` waits for its batch to be written.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events fetched per query by a subscription.
+const PAGE: i64 = 500;
+const MAX_MESSAGE_ID_LEN: usize = 255;
+
+pub struct SequencerApi(pub Sequencer);
+pub struct SequencerAdmin(pub Sequencer);
+
+fn store_unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("sequencer database unavailable: {e}"))
+}
+
+impl Sequencer {
+    /// Checks that `member` is registered and that `signature` is its signature over `bytes`.
+    async fn authenticate(
+        &self,
+        member: &str,
+        bytes: &[u8],
+        signature: &[u8],
+    ) -> Result<(), Status> {
+        MemberId::parse(member).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let key = self
+            .members
+            .key_of(member)
+            .await
+            .map_err(store_unavailable)?
+            .ok_or_else(|| {
+                Status::permission_denied(format!("{member} is not a member of this synchronizer"))
+            })?;
+        verify(&key, bytes, signature)
+            .map_err(|e| Status::unauthenticated(format!("{member}: {e}")))
+    }
+
+    async fn validate_send(&self, r: &pb::SubmissionRequest) -> Result<(), Status> {
+        let bytes = send_signing_bytes(
+            &r.sender,
+            &r.message_id,
+            &r.recipients,
+            &r.payload,
+            r.max_sequencing_time_us,
+        );
+        self.authenticate(&r.sender, &bytes, &r.signature).await?;
+        if r.message_id.is_empty() || r.message_id.len() > MAX_MESSAGE_ID_LEN {
+            return Err(Status::invalid_argument(format!(
+                "message_id: must be 1 to {MAX_MESSAGE_ID_LEN} bytes"
+            )));
+        }
+        if r.recipients.is_empty() {
+            return Err(Status::invalid_argument("recipients: names nobody"));
+        }
+        if r.recipients.len() > self.config.max_recipients {
+            return Err(Status::invalid_argument(format!(
+                "recipients: at most {} allowed",
+                self.config.max_recipients
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for recipient in &r.recipients {
+            if !seen.insert(recipient) {
+                return Err(Status::invalid_argument(format!(
+                    "recipients: {recipient} is listed twice"
+                )));
+            }
+            if self
+                .members
+                .key_of(recipient)
+                .await
+                .map_err(store_unavailable)?
+                .is_none()
+            {
+                return Err(Status::invalid_argument(format!(
+                    "recipients: {recipient} is not a member of this synchronizer"
+                )));
+            }
+        }
+        if r.payload.len() > self.config.max_payload_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "payload: {} bytes is more than the maximum of {}",
+                r.payload.len(),
+                self.config.max_payload_bytes
+            )));
+        }
+        if r.max_sequencing_time_us <= now_us() {
+            return Err(Status::deadline_exceeded(
+                "max_sequencing_time_us: already passed",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn to_proto(e: StoredEvent, member: &str, previous: i64) -> pb::SequencedEvent {
+    let is_sender = e.sender == member;
+    let is_recipient = e.recipients.iter().any(|r| r == member);
+    pb::SequencedEvent {
+        timestamp_us: e.ts,
+        previous_timestamp_us: previous,
+        message_id: if is_sender {
+            e.message_id
+        } else {
+            String::new()
+        },
+        sender: e.sender,
+        recipients: e.recipients,
+        payload: if is_recipient && e.error.is_none() {
+            e.payload
+        } else {
+            Vec::new()
+        },
+        deliver_error: e
+            .error
+            .map(|(code, message)| pb::DeliverError { code, message }),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::sequencer_service_server::SequencerService for SequencerApi {
+    async fn send(
+        &self,
+        request: Request<pb::SubmissionRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        let r = request.into_inner();
+        self.0.validate_send(&r).await?;
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            event: NewEvent {
+                ts: 0,
+                sender: r.sender,
+                message_id: r.message_id,
+                recipients: r.recipients,
+                payload: r.payload,
+                error: None,
+            },
+            max_sequencing_time_us: r.max_sequencing_time_us,
+            reply,
+        };
+        self.0
+            .submissions
+            .send(submission)
+            .await
+            .map_err(|_| Status::unavailable("sequencer is shutting down"))?;
+        let result = tokio::time::timeout(SEND_TIMEOUT, answer)
+            .await
+            .map_err(|_| {
+                Status::unavailable(
+                    "sequencing did not finish in time; retry with the same message id",
+                )
+            })?
+            .map_err(|_| Status::unavailable("sequencer is shutting down"))?;
+        match result {
+            Ok(ts) => Ok(Response::new(pb::SendResponse { timestamp_us: ts })),
+            Err(e @ SendError::Duplicate(_)) => Err(Status::already_exists(e.to_string())),
+            Err(e @ SendError::TooLate(_)) => Err(Status::deadline_exceeded(e.to_string())),
+            Err(e @ SendError::Unavailable(_)) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    type SubscribeStream = ReceiverStream<Result<pb::SequencedEvent, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscriptionRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        let bytes = subscribe_signing_bytes(&r.member, r.from_timestamp_us, r.request_time_us);
+        self.0.authenticate(&r.member, &bytes, &r.signature).await?;
+        if (now_us() - r.request_time_us).abs() > REQUEST_CLOCK_SKEW_US {
+            return Err(Status::unauthenticated(
+                "request_time_us: more than a minute from the sequencer's clock",
+            ));
+        }
+        if r.from_timestamp_us < 0 {
+            return Err(Status::invalid_argument(
+                "from_timestamp_us: must not be negative",
+            ));
+        }
+        let previous = self
+            .0
+            .store
+            .previous_event_of(&r.member, r.from_timestamp_us)
+            .await
+            .map_err(store_unavailable)?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(deliver(
+            self.0.clone(),
+            r.member,
+            r.from_timestamp_us,
+            previous,
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        let r = request.into_inner();
+        let bytes = acknowledge_signing_bytes(&r.member, r.timestamp_us);
+        self.0.authenticate(&r.member, &bytes, &r.signature).await?;
+        self.0
+            .store
+            .acknowledge(&r.member, r.timestamp_us)
+            .await
+            .map_err(store_unavailable)?;
+        Ok(Response::new(pb::AcknowledgeResponse {}))
+    }
+
+    async fn get_time(
+        &self,
+        _: Request<pb::GetTimeRequest>,
+    ) -> Result<Response<pb::GetTimeResponse>, Status> {
+        Ok(Response::new(pb::GetTimeResponse {
+            timestamp_us: now_us(),
+        }))
+    }
+}
+
+/// Streams `member`'s events after `from` as the head advances, until the client goes away.
+async fn deliver(
+    seq: Sequencer,
+    member: String,
+    from: i64,
+    mut previous: i64,
+    tx: mpsc::Sender<Result<pb::SequencedEvent, Status>>,
+) {
+    let mut head = seq.head.clone();
+    let mut delivered_to = from;
+    loop {
+        let safe = head.borrow_and_update().safe_ts;
+        while safe > delivered_to {
+            let events = match seq
+                .store
+                .events_for(&member, delivered_to, safe, PAGE)
+                .await
+            {
+                Ok(events) => events,
+                Err(e) => {
+                    let _ = tx.send(Err(store_unavailable(e))).await;
+                    return;
+                }
+            };
+            let full = events.len() as i64 == PAGE;
+            for event in events {
+                let ts = event.ts;
+                if tx
+                    .send(Ok(to_proto(event, &member, previous)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                previous = ts;
+                delivered_to = ts;
+            }
+            if !full {
+                // Nothing else can appear at or below `safe`: every online writer's watermark is
+                // at least `safe`, and a writer rejoining starts above it.
+                delivered_to = safe;
+            }
+        }
+        tokio::select! {
+            () = seq.shutdown.cancelled() => return,
+            () = tx.closed() => return,
+            changed = head.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::sequencer_admin_service_server::SequencerAdminService for SequencerAdmin {
+    async fn register_member(
+        &self,
+        request: Request<pb::RegisterMemberRequest>,
+    ) -> Result<Response<pb::RegisterMemberResponse>, Status> {
+        let r = request.into_inner();
+        let member =
+            MemberId::parse(&r.member).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        member
+            .check_key(&r.public_key)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        crate::identity::check_public_key(&r.public_key)
+            .map_err(|e| Status::invalid_argument(format!("public_key: {e}")))?;
+        let new = self
+            .0
+            .store
+            .register_member(&r.member, &r.public_key, now_us())
+            .await
+            .map_err(store_unavailable)?;
+        if !new {
+            let known = self
+                .0
+                .members
+                .key_of(&r.member)
+                .await
+                .map_err(store_unavailable)?;
+            if known.as_deref() != Some(&r.public_key[..]) {
+                return Err(Status::already_exists(format!(
+                    "{} is registered with another key",
+                    r.member
+                )));
+            }
+        }
+        self.0.members.reload().await.map_err(store_unavailable)?;
+        Ok(Response::new(pb::RegisterMemberResponse {
+            newly_registered: new,
+        }))
+    }
+
+    async fn list_members(
+        &self,
+        _: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        self.0.members.reload().await.map_err(store_unavailable)?;
+        Ok(Response::new(pb::ListMembersResponse {
+            members: self.0.members.all(),
+        }))
+    }
+
+    async fn writers(
+        &self,
+        _: Request<pb::WritersRequest>,
+    ) -> Result<Response<pb::WritersResponse>, Status> {
+        let writers = self.0.store.writers().await.map_err(store_unavailable)?;
+        Ok(Response::new(pb::WritersResponse {
+            writers: writers
+                .into_iter()
+                .map(|w| pb::Writer {
+                    index: w.index,
+                    online: w.online,
+                    watermark_us: w.watermark_us,
+                })
+                .collect(),
+            own_index: self
+                .0
+                .writer_index()
+                .map_or(-1, |i| i32::try_from(i).unwrap_or(-1)),
+        }))
+    }
+}

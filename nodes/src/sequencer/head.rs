@@ -1,0 +1,80 @@
+//! The reader head: how far events may be delivered. Recomputed whenever a writer in this
+//! process commits (in-process signal), whenever any writer commits on Postgres (`LISTEN`), and
+//! on a short poll, which on SQLite is how other processes' commits are seen.
+
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// On SQLite other processes' commits are only seen by polling; the query is two index lookups.
+const SQLITE_POLL: Duration = Duration::from_millis(2);
+/// On Postgres notifications wake the tracker; the poll only covers a lost listener connection.
+const POSTGRES_POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    /// Readers may deliver events with `ts <= safe_ts`: the lowest watermark of online writers.
+    pub safe_ts: i64,
+    /// The latest event written by any writer; a writer whose watermark is below it holds
+    /// readers back and should raise its watermark.
+    pub max_event_ts: i64,
+}
+
+pub(super) async fn run(
+    store: Store,
+    head: watch::Sender<Head>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut listener = None;
+    let mut failures = 0u32;
+    loop {
+        if listener.is_none() && store.backend() == crate::store::Backend::Postgres {
+            listener = store.sequencer_listener().await.ok().flatten();
+        }
+        match store.sequencer_head().await {
+            Ok((safe, max)) => {
+                failures = 0;
+                let next = Head {
+                    safe_ts: safe.unwrap_or(0),
+                    max_event_ts: max.unwrap_or(0),
+                };
+                head.send_if_modified(|h| {
+                    // Never move backwards: a writer going offline can only raise the minimum,
+                    // and one rejoining starts at or above it.
+                    let new = Head {
+                        safe_ts: next.safe_ts.max(h.safe_ts),
+                        max_event_ts: next.max_event_ts.max(h.max_event_ts),
+                    };
+                    let changed = new != *h;
+                    *h = new;
+                    changed
+                });
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(error = %e, "sequencer head: database unreachable");
+                }
+            }
+        }
+        let poll = if listener.is_some() {
+            POSTGRES_POLL
+        } else {
+            SQLITE_POLL
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+            notified = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.map(|_| ()),
+                    None => std::future::pending().await,
+                }
+            } => if notified.is_err() { listener = None },
+        }
+    }
+}

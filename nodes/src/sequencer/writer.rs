@@ -1,0 +1,310 @@
+//! The writer of one sequencer process. It holds a writer index (claimed among those not
+//! online), assigns timestamps `ts ≡ index (mod N)` above its watermark, and writes each batch of
+//! submissions with its new watermark in one transaction fenced by its session. Idle, it raises
+//! its watermark on a heartbeat, and at once when another writer's events wait on it. It marks
+//! peers whose watermark lags by more than `offline_after` offline; if its peers marked it
+//! offline, its next write fails and it rejoins under a new session.
+
+use super::head::Head;
+use super::now_us;
+use crate::config::SequencingConfig;
+use crate::store::sequencer::{NewEvent, Outcome, WriteError};
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// Largest batch written in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// A message waiting to be sequenced.
+pub(crate) struct Submission {
+    pub event: NewEvent,
+    pub max_sequencing_time_us: i64,
+    pub reply: oneshot::Sender<Result<i64, SendError>>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error("message id {0:?} was already used by this sender")]
+    Duplicate(String),
+    #[error("the max sequencing time had passed when the message was sequenced at {0}; the sender received a DeliverError")]
+    TooLate(i64),
+    #[error("sequencer unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriterStatus {
+    pub index: Option<u32>,
+    pub problem: Option<String>,
+}
+
+pub(super) struct Writer {
+    store: Store,
+    config: SequencingConfig,
+    preferred: u32,
+    index: Option<u32>,
+    session: i64,
+    last_ts: i64,
+    watermark: i64,
+    head: watch::Receiver<Head>,
+    status: watch::Sender<WriterStatus>,
+    wake: Arc<Notify>,
+    next_heartbeat: Instant,
+    next_offline_check: Instant,
+}
+
+impl Writer {
+    pub(super) fn new(
+        store: Store,
+        config: SequencingConfig,
+        preferred: u32,
+        head: watch::Receiver<Head>,
+        status: watch::Sender<WriterStatus>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            config,
+            preferred,
+            index: None,
+            session: 0,
+            last_ts: 0,
+            watermark: 0,
+            head,
+            status,
+            wake,
+            next_heartbeat: Instant::now(),
+            next_offline_check: Instant::now(),
+        }
+    }
+
+    fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.config.heartbeat_interval_ms)
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut submissions: mpsc::Receiver<Submission>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            if self.index.is_none() {
+                if let Err(problem) = self.join().await {
+                    self.publish(None, Some(problem));
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(self.heartbeat()) => continue,
+                    }
+                }
+            }
+            self.check_peers().await;
+            let waiting_on_us = {
+                let head = self.head.borrow();
+                head.max_event_ts > self.watermark
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                first = submissions.recv() => match first {
+                    Some(first) => {
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match submissions.try_recv() {
+                                Ok(s) => batch.push(s),
+                                Err(_) => break,
+                            }
+                        }
+                        self.write(batch).await;
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(self.next_heartbeat.into()) => self.bump().await,
+                // Another writer's events are above our watermark: readers wait for us.
+                () = async {}, if waiting_on_us => self.bump().await,
+                _ = self.head.changed() => {}
+            }
+        }
+        if let Some(index) = self.index {
+            if let Err(e) = self.store.release_writer(index, self.session).await {
+                tracing::warn!(index, error = %e, "could not take the writer offline on shutdown");
+            }
+        }
+    }
+
+    fn publish(&self, index: Option<u32>, problem: Option<String>) {
+        self.status.send_modify(|s| {
+            s.index = index;
+            s.problem = problem;
+        });
+    }
+
+    /// Claims an index: the preferred one, else any that is not online.
+    async fn join(&mut self) -> Result<(), String> {
+        let n = self.config.total_node_count;
+        let session = i64::from_be_bytes(random8().map_err(|e| e.to_string())?);
+        let candidates =
+            std::iter::once(self.preferred % n).chain((0..n).filter(|i| *i != self.preferred % n));
+        for index in candidates {
+            match self.store.claim_writer(index, session, now_us()).await {
+                Ok(Some(watermark)) => {
+                    self.index = Some(index);
+                    self.session = session;
+                    self.watermark = watermark;
+                    self.last_ts = watermark;
+                    self.next_heartbeat = Instant::now() + self.heartbeat();
+                    tracing::info!(index, watermark, "sequencer writer online");
+                    self.publish(Some(index), None);
+                    self.wake.notify_one();
+                    return Ok(());
+                }
+                Ok(None) => continue,
+                Err(e) => return Err(format!("database unreachable: {e}")),
+            }
+        }
+        Err(format!(
+            "all {n} writer indexes are online; raise synchronizer.sequencing.total_node_count"
+        ))
+    }
+
+    /// The next timestamp: the smallest `ts ≡ index (mod N)` above the clock, the last timestamp
+    /// and the watermark.
+    fn next_ts(&mut self, index: u32) -> i64 {
+        let n = i64::from(self.config.total_node_count);
+        let base = now_us().max(self.last_ts + 1).max(self.watermark + 1);
+        let mut ts = base - base.rem_euclid(n) + i64::from(index);
+        if ts < base {
+            ts += n;
+        }
+        self.last_ts = ts;
+        ts
+    }
+
+    async fn write(&mut self, batch: Vec<Submission>) {
+        let Some(index) = self.index else {
+            for s in batch {
+                let _ = s
+                    .reply
+                    .send(Err(SendError::Unavailable("writer not online".into())));
+            }
+            return;
+        };
+        let mut events = Vec::with_capacity(batch.len());
+        for s in &batch {
+            let mut event = s.event.clone();
+            event.ts = self.next_ts(index);
+            if event.ts > s.max_sequencing_time_us {
+                event.error = Some((
+                    "MAX_SEQUENCING_TIME_EXCEEDED".into(),
+                    format!(
+                        "sequenced at {} after the max sequencing time {}",
+                        event.ts, s.max_sequencing_time_us
+                    ),
+                ));
+            }
+            events.push(event);
+        }
+        let watermark = self.last_ts;
+        match self
+            .store
+            .write_events(index, self.session, watermark, &events)
+            .await
+        {
+            Ok(outcomes) => {
+                self.watermark = watermark;
+                self.next_heartbeat = Instant::now() + self.heartbeat();
+                self.wake.notify_one();
+                for ((s, e), outcome) in batch.into_iter().zip(&events).zip(outcomes) {
+                    let result = match (outcome, &e.error) {
+                        (Outcome::Duplicate, _) => Err(SendError::Duplicate(e.message_id.clone())),
+                        (Outcome::Sequenced, Some(_)) => Err(SendError::TooLate(e.ts)),
+                        (Outcome::Sequenced, None) => Ok(e.ts),
+                    };
+                    let _ = s.reply.send(result);
+                }
+            }
+            Err(e) => {
+                self.failed(&e);
+                for s in batch {
+                    let _ = s.reply.send(Err(SendError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+
+    async fn bump(&mut self) {
+        let Some(index) = self.index else { return };
+        // Never below another writer's latest event: that is what readers wait for, and a clock
+        // slightly behind the other writer's must not keep them waiting.
+        let waited_for = self.head.borrow().max_event_ts;
+        let watermark = now_us()
+            .max(self.watermark)
+            .max(self.last_ts)
+            .max(waited_for);
+        match self
+            .store
+            .write_events(index, self.session, watermark, &[])
+            .await
+        {
+            Ok(_) => {
+                self.watermark = watermark;
+                self.next_heartbeat = Instant::now() + self.heartbeat();
+                self.wake.notify_one();
+                if self.status.borrow().problem.is_some() {
+                    self.publish(Some(index), None);
+                }
+            }
+            Err(e) => {
+                self.failed(&e);
+                self.next_heartbeat = Instant::now() + self.heartbeat();
+            }
+        }
+    }
+
+    fn failed(&mut self, e: &WriteError) {
+        match e {
+            WriteError::Offline => {
+                tracing::warn!(index = ?self.index, "peers marked this writer offline; rejoining");
+                self.index = None;
+                self.publish(None, Some("writer was marked offline; rejoining".into()));
+            }
+            WriteError::Store(e) => {
+                tracing::warn!(error = %e, "sequencer write failed");
+                self.publish(self.index, Some(format!("database unreachable: {e}")));
+                // A write whose outcome is unknown must not be followed by lower timestamps:
+                // `last_ts` already moved past it.
+            }
+        }
+    }
+
+    /// Marks writers whose watermark lags by more than `offline_after` offline.
+    async fn check_peers(&mut self) {
+        let Some(index) = self.index else { return };
+        if Instant::now() < self.next_offline_check {
+            return;
+        }
+        self.next_offline_check =
+            Instant::now() + Duration::from_millis(self.config.offline_after_ms / 4);
+        let offline_after_us =
+            i64::try_from(self.config.offline_after_ms * 1_000).unwrap_or(i64::MAX);
+        match self
+            .store
+            .mark_stale_writers_offline(index, now_us() - offline_after_us)
+            .await
+        {
+            Ok(marked) if !marked.is_empty() => {
+                tracing::warn!(writers = ?marked, "marked lagging sequencer writers offline");
+                self.wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "offline check failed"),
+        }
+    }
+}
+
+fn random8() -> Result<[u8; 8], getrandom::Error> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(bytes)
+}

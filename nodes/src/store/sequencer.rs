@@ -1,0 +1,394 @@
+//! The sequencer's store (design.md §5.1): members and their keys, the writers sharing the
+//! database (index, online, watermark, session), the events in timestamp order and who may read
+//! each. Every event write is fenced by the writer's session: a writer its peers marked offline
+//! cannot write until it has recovered and rejoined.
+
+use super::{Db, Store, StoreError};
+use sqlx::Row;
+
+/// One message to sequence, as the writer hands it to the store.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub ts: i64,
+    pub sender: String,
+    pub message_id: String,
+    pub recipients: Vec<String>,
+    pub payload: Vec<u8>,
+    /// Set when the message is recorded only as an error for its sender.
+    pub error: Option<(String, String)>,
+}
+
+/// A sequenced event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub ts: i64,
+    pub sender: String,
+    pub message_id: String,
+    pub recipients: Vec<String>,
+    pub payload: Vec<u8>,
+    pub error: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterRow {
+    pub index: u32,
+    pub online: bool,
+    pub watermark_us: i64,
+}
+
+/// What became of each event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sequenced,
+    /// The sender already used this message id.
+    Duplicate,
+}
+
+/// The writer's session is no longer the online one for its index.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("this sequencer's writer was marked offline")]
+    Offline,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+macro_rules! q {
+    ($db:expr, $sqlite:expr, $pg:expr) => {
+        match $db {
+            Db::Sqlite(_) => $sqlite,
+            Db::Postgres { .. } => $pg,
+        }
+    };
+}
+
+impl Store {
+    /// Records a member's key; returns false if it was already registered with the same key.
+    pub async fn register_member(
+        &self,
+        member: &str,
+        public_key: &[u8],
+        now_us: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = q!(self.db(),
+            "INSERT INTO sequencer_members (member, public_key, registered_at_us) VALUES (?1, ?2, ?3) ON CONFLICT (member) DO NOTHING",
+            "INSERT INTO sequencer_members (member, public_key, registered_at_us) VALUES ($1, $2, $3) ON CONFLICT (member) DO NOTHING");
+        let rows = match self.db() {
+            Db::Sqlite(p) => sqlx::query(sql)
+                .bind(member)
+                .bind(public_key)
+                .bind(now_us)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            Db::Postgres { pool, .. } => sqlx::query(sql)
+                .bind(member)
+                .bind(public_key)
+                .bind(now_us)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(rows == 1)
+    }
+
+    /// Every registered member and its public key.
+    pub async fn members_with_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let sql = "SELECT member, public_key FROM sequencer_members ORDER BY member";
+        Ok(match self.db() {
+            Db::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await?,
+            Db::Postgres { pool, .. } => sqlx::query_as(sql).fetch_all(pool).await?,
+        })
+    }
+
+    pub async fn writers(&self) -> Result<Vec<WriterRow>, StoreError> {
+        let sql = "SELECT idx, online, watermark_us FROM sequencer_writers ORDER BY idx";
+        let rows: Vec<(i64, bool, i64)> = match self.db() {
+            Db::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await?,
+            Db::Postgres { pool, .. } => sqlx::query_as(sql).fetch_all(pool).await?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(i, online, watermark_us)| WriterRow {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                online,
+                watermark_us,
+            })
+            .collect())
+    }
+
+    /// Claims writer index `index` for `session` if it is not online, and brings it online with
+    /// a watermark no lower than any online writer's, the latest event, or `floor_us`: readers may
+    /// have delivered up to the online writers' minimum, and this writer must never write below
+    /// what they delivered. First deletes what the index wrote past its old watermark (crash
+    /// recovery). Returns the new watermark, or None if the index is taken.
+    pub async fn claim_writer(
+        &self,
+        index: u32,
+        session: i64,
+        floor_us: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let idx = i64::from(index);
+        macro_rules! claim {
+            ($tx:expr, $p:literal) => {{
+                let mut tx = $tx;
+                let online: Option<bool> = sqlx::query_scalar(concat!("SELECT online FROM sequencer_writers WHERE idx = ", $p, "1"))
+                    .bind(idx).fetch_optional(&mut *tx).await?;
+                if online == Some(true) {
+                    return Ok(None);
+                }
+                // Events past the old watermark were never visible to readers: drop them.
+                let past = concat!("SELECT ts FROM sequencer_events WHERE writer = ", $p, "1 AND ts > COALESCE((SELECT watermark_us FROM sequencer_writers WHERE idx = ", $p, "1), -1)");
+                sqlx::query(&format!("DELETE FROM sequencer_deliveries WHERE ts IN ({past})"))
+                    .bind(idx).execute(&mut *tx).await?;
+                sqlx::query(&format!("DELETE FROM sequencer_events WHERE ts IN ({past})"))
+                    .bind(idx).execute(&mut *tx).await?;
+                let high: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(m) FROM (SELECT MAX(watermark_us) AS m FROM sequencer_writers WHERE online \
+                     UNION ALL SELECT MAX(ts) AS m FROM sequencer_events) AS highs")
+                    .fetch_one(&mut *tx).await?;
+                let watermark = high.unwrap_or(0).max(floor_us);
+                sqlx::query(concat!("INSERT INTO sequencer_writers (idx, online, watermark_us, session) VALUES (", $p, "1, TRUE, ", $p, "2, ", $p, "3) \
+                     ON CONFLICT (idx) DO UPDATE SET online = TRUE, watermark_us = excluded.watermark_us, session = excluded.session"))
+                    .bind(idx).bind(watermark).bind(session).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(Some(watermark))
+            }};
+        }
+        match self.db() {
+            Db::Sqlite(p) => claim!(p.begin().await?, "?"),
+            Db::Postgres { pool, .. } => claim!(pool.begin().await?, "$"),
+        }
+    }
+
+    /// Takes a writer offline (on shutdown), if `session` still holds it.
+    pub async fn release_writer(&self, index: u32, session: i64) -> Result<(), StoreError> {
+        let sql = q!(
+            self.db(),
+            "UPDATE sequencer_writers SET online = FALSE WHERE idx = ?1 AND session = ?2",
+            "UPDATE sequencer_writers SET online = FALSE WHERE idx = $1 AND session = $2"
+        );
+        match self.db() {
+            Db::Sqlite(p) => sqlx::query(sql)
+                .bind(i64::from(index))
+                .bind(session)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            Db::Postgres { pool, .. } => sqlx::query(sql)
+                .bind(i64::from(index))
+                .bind(session)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(())
+    }
+
+    /// Marks offline every other writer whose watermark is below `stale_before_us`; returns their
+    /// indexes.
+    pub async fn mark_stale_writers_offline(
+        &self,
+        own: u32,
+        stale_before_us: i64,
+    ) -> Result<Vec<u32>, StoreError> {
+        let sql = q!(self.db(),
+            "UPDATE sequencer_writers SET online = FALSE WHERE online AND idx <> ?1 AND watermark_us < ?2 RETURNING idx",
+            "UPDATE sequencer_writers SET online = FALSE WHERE online AND idx <> $1 AND watermark_us < $2 RETURNING idx");
+        let rows: Vec<i64> = match self.db() {
+            Db::Sqlite(p) => {
+                sqlx::query_scalar(sql)
+                    .bind(i64::from(own))
+                    .bind(stale_before_us)
+                    .fetch_all(p)
+                    .await?
+            }
+            Db::Postgres { pool, .. } => {
+                sqlx::query_scalar(sql)
+                    .bind(i64::from(own))
+                    .bind(stale_before_us)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect())
+    }
+
+    /// Writes a batch of events and raises the writer's watermark to `watermark_us`, in one
+    /// transaction fenced by `session`. On Postgres the commit notifies `tandem_sequencer`.
+    pub async fn write_events(
+        &self,
+        index: u32,
+        session: i64,
+        watermark_us: i64,
+        events: &[NewEvent],
+    ) -> Result<Vec<Outcome>, WriteError> {
+        let idx = i64::from(index);
+        macro_rules! write {
+            ($tx:expr, $p:literal, $notify:expr) => {{
+                let mut tx = $tx;
+                let fenced = sqlx::query(concat!("UPDATE sequencer_writers SET watermark_us = ", $p, "1 WHERE idx = ", $p, "2 AND session = ", $p, "3 AND online"))
+                    .bind(watermark_us).bind(idx).bind(session).execute(&mut *tx).await.map_err(StoreError::from)?;
+                if fenced.rows_affected() != 1 {
+                    return Err(WriteError::Offline);
+                }
+                let mut outcomes = Vec::with_capacity(events.len());
+                for e in events {
+                    let recipients = serde_json::to_string(&e.recipients).unwrap_or_else(|_| "[]".into());
+                    let (code, message) = e.error.clone().unzip();
+                    let inserted = sqlx::query(concat!("INSERT INTO sequencer_events (ts, writer, sender, message_id, recipients, payload, error_code, error_message) \
+                         VALUES (", $p, "1, ", $p, "2, ", $p, "3, ", $p, "4, ", $p, "5, ", $p, "6, ", $p, "7, ", $p, "8) ON CONFLICT (sender, message_id) DO NOTHING"))
+                        .bind(e.ts).bind(idx).bind(&e.sender).bind(&e.message_id).bind(recipients).bind(&e.payload).bind(code).bind(message)
+                        .execute(&mut *tx).await.map_err(StoreError::from)?.rows_affected();
+                    if inserted == 0 {
+                        outcomes.push(Outcome::Duplicate);
+                        continue;
+                    }
+                    let readers: std::collections::BTreeSet<&str> = if e.error.is_some() {
+                        std::iter::once(e.sender.as_str()).collect()
+                    } else {
+                        e.recipients.iter().map(String::as_str).chain(std::iter::once(e.sender.as_str())).collect()
+                    };
+                    for member in readers {
+                        sqlx::query(concat!("INSERT INTO sequencer_deliveries (member, ts) VALUES (", $p, "1, ", $p, "2)"))
+                            .bind(member).bind(e.ts).execute(&mut *tx).await.map_err(StoreError::from)?;
+                    }
+                    outcomes.push(Outcome::Sequenced);
+                }
+                if $notify {
+                    sqlx::query("SELECT pg_notify('tandem_sequencer', '')").execute(&mut *tx).await.map_err(StoreError::from)?;
+                }
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok(outcomes)
+            }};
+        }
+        match self.db() {
+            Db::Sqlite(p) => write!(p.begin().await.map_err(StoreError::from)?, "?", false),
+            Db::Postgres { pool, .. } => {
+                write!(pool.begin().await.map_err(StoreError::from)?, "$", true)
+            }
+        }
+    }
+
+    /// The point up to which readers may deliver: the lowest watermark of the online writers,
+    /// and the latest event timestamp.
+    pub async fn sequencer_head(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let sql = "SELECT (SELECT MIN(watermark_us) FROM sequencer_writers WHERE online), (SELECT MAX(ts) FROM sequencer_events)";
+        Ok(match self.db() {
+            Db::Sqlite(p) => sqlx::query_as(sql).fetch_one(p).await?,
+            Db::Postgres { pool, .. } => sqlx::query_as(sql).fetch_one(pool).await?,
+        })
+    }
+
+    /// Events `member` may read with `after < ts <= up_to`, oldest first, at most `limit`.
+    pub async fn events_for(
+        &self,
+        member: &str,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = q!(self.db(),
+            "SELECT e.ts, e.sender, e.message_id, e.recipients, e.payload, e.error_code, e.error_message \
+             FROM sequencer_deliveries d JOIN sequencer_events e ON e.ts = d.ts \
+             WHERE d.member = ?1 AND d.ts > ?2 AND d.ts <= ?3 ORDER BY d.ts LIMIT ?4",
+            "SELECT e.ts, e.sender, e.message_id, e.recipients, e.payload, e.error_code, e.error_message \
+             FROM sequencer_deliveries d JOIN sequencer_events e ON e.ts = d.ts \
+             WHERE d.member = $1 AND d.ts > $2 AND d.ts <= $3 ORDER BY d.ts LIMIT $4");
+        macro_rules! fetch {
+            ($pool:expr) => {
+                sqlx::query(sql)
+                    .bind(member)
+                    .bind(after)
+                    .bind(up_to)
+                    .bind(limit)
+                    .fetch_all($pool)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let recipients: String = r.get(3);
+                        let code: Option<String> = r.get(5);
+                        let message: Option<String> = r.get(6);
+                        StoredEvent {
+                            ts: r.get(0),
+                            sender: r.get(1),
+                            message_id: r.get(2),
+                            recipients: serde_json::from_str(&recipients).unwrap_or_default(),
+                            payload: r.get(4),
+                            error: code.map(|c| (c, message.unwrap_or_default())),
+                        }
+                    })
+                    .collect()
+            };
+        }
+        Ok(match self.db() {
+            Db::Sqlite(p) => fetch!(p),
+            Db::Postgres { pool, .. } => fetch!(pool),
+        })
+    }
+
+    /// The timestamp of `member`'s last event at or before `ts`, 0 if none.
+    pub async fn previous_event_of(&self, member: &str, ts: i64) -> Result<i64, StoreError> {
+        let sql = q!(
+            self.db(),
+            "SELECT MAX(ts) FROM sequencer_deliveries WHERE member = ?1 AND ts <= ?2",
+            "SELECT MAX(ts) FROM sequencer_deliveries WHERE member = $1 AND ts <= $2"
+        );
+        let prev: Option<i64> = match self.db() {
+            Db::Sqlite(p) => {
+                sqlx::query_scalar(sql)
+                    .bind(member)
+                    .bind(ts)
+                    .fetch_one(p)
+                    .await?
+            }
+            Db::Postgres { pool, .. } => {
+                sqlx::query_scalar(sql)
+                    .bind(member)
+                    .bind(ts)
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(prev.unwrap_or(0))
+    }
+
+    pub async fn acknowledge(&self, member: &str, ts: i64) -> Result<(), StoreError> {
+        let sql = q!(self.db(),
+            "INSERT INTO sequencer_acknowledgements (member, ts) VALUES (?1, ?2) ON CONFLICT (member) DO UPDATE SET ts = MAX(sequencer_acknowledgements.ts, excluded.ts)",
+            "INSERT INTO sequencer_acknowledgements (member, ts) VALUES ($1, $2) ON CONFLICT (member) DO UPDATE SET ts = GREATEST(sequencer_acknowledgements.ts, excluded.ts)");
+        match self.db() {
+            Db::Sqlite(p) => sqlx::query(sql)
+                .bind(member)
+                .bind(ts)
+                .execute(p)
+                .await?
+                .rows_affected(),
+            Db::Postgres { pool, .. } => sqlx::query(sql)
+                .bind(member)
+                .bind(ts)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(())
+    }
+
+    /// Postgres: a listener on the channel writers notify after each commit. `None` on SQLite,
+    /// whose readers poll.
+    pub async fn sequencer_listener(
+        &self,
+    ) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        match self.db() {
+            Db::Sqlite(_) => Ok(None),
+            Db::Postgres { pool, .. } => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                listener.listen("tandem_sequencer").await?;
+                Ok(Some(listener))
+            }
+        }
+    }
+}

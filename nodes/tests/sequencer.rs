@@ -1,0 +1,338 @@
+//! The sequencer, in process, on SQLite and Postgres: three sequencers share one database; every
+//! member sees the same total order with no gap or duplicate and gets a receipt for each send;
+//! bad requests are refused with a precise status and write nothing.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_nodes::config::TopologyConfig;
+use tandem_nodes::identity::{KeyPair, MemberId, MemberKind};
+use tandem_nodes::node::{self, RunningNode};
+use tandem_nodes::sequencer::client::SequencerClient;
+use tandem_nodes::sequencer::now_us;
+use tandem_nodes::testing::PgDatabase;
+use tandem_proto::sequencer::v1 as pb;
+use tandem_proto::sequencer::v1::sequencer_admin_service_client::SequencerAdminServiceClient;
+use tokio_util::sync::CancellationToken;
+
+struct Synchronizer {
+    sequencers: Vec<RunningNode>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+fn topology(storage: &str, sequencers: usize) -> String {
+    let zero = "admin = \"127.0.0.1:0\", health = \"127.0.0.1:0\"";
+    let seq = vec![format!("{{ api = \"127.0.0.1:0\", {zero} }}"); sequencers].join(", ");
+    format!(
+        "[synchronizer.sequencing]\nheartbeat_interval_ms = 50\noffline_after_ms = 500\n\
+         [synchronizer.sequencer]\nstorage = \"{storage}\"\nreplicas = [{seq}]\n\
+         [synchronizer.mediator]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n\
+         [synchronizer.topology_manager]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n"
+    )
+}
+
+async fn start(postgres: bool, sequencers: u32) -> Option<Synchronizer> {
+    let dir = tempfile::tempdir().unwrap();
+    let (storage, pg) = if postgres {
+        let db = PgDatabase::fresh()?;
+        (db.url.clone(), Some(db))
+    } else {
+        (format!("sqlite://{}/seq.db", dir.path().display()), None)
+    };
+    let config = TopologyConfig::parse(&topology(&storage, sequencers as usize)).unwrap();
+    let shutdown = CancellationToken::new();
+    let mut nodes = Vec::new();
+    for i in 0..sequencers {
+        nodes.push(
+            node::start(&config, "sequencer", i, shutdown.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    Some(Synchronizer {
+        sequencers: nodes,
+        shutdown,
+        _dir: dir,
+        _pg: pg,
+    })
+}
+
+impl Synchronizer {
+    fn endpoint(&self, i: usize) -> String {
+        format!(
+            "http://{}",
+            self.sequencers[i % self.sequencers.len()]
+                .ready
+                .api
+                .unwrap()
+        )
+    }
+
+    async fn admit(&self, name: &str) -> (MemberId, Arc<KeyPair>) {
+        let key = Arc::new(KeyPair::generate().unwrap());
+        let member = MemberId::new(MemberKind::Participant, name, &key.public_key());
+        let admin = format!("http://{}", self.sequencers[0].ready.admin);
+        let mut client = SequencerAdminServiceClient::connect(admin).await.unwrap();
+        client
+            .register_member(pb::RegisterMemberRequest {
+                member: member.to_string(),
+                public_key: key.public_key().to_vec(),
+            })
+            .await
+            .unwrap();
+        (member, key)
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for node in self.sequencers {
+            node.wait().await.unwrap();
+        }
+    }
+}
+
+fn in_a_minute() -> i64 {
+    now_us() + 60_000_000
+}
+
+/// Reads events from `stream` until `count` arrived (or panics after a deadline).
+async fn collect(
+    stream: &mut tonic::Streaming<pb::SequencedEvent>,
+    count: usize,
+) -> Vec<pb::SequencedEvent> {
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while events.len() < count {
+        let next = tokio::time::timeout_at(deadline, stream.message()).await;
+        match next {
+            Ok(Ok(Some(e))) => events.push(e),
+            other => panic!(
+                "stream ended or stalled after {} of {count} events: {other:?}",
+                events.len()
+            ),
+        }
+    }
+    events
+}
+
+async fn total_order(postgres: bool) {
+    const MEMBERS: usize = 6;
+    const PER_MEMBER: usize = 40;
+    let Some(sync) = start(postgres, 3).await else {
+        return;
+    };
+    let mut members = Vec::new();
+    for i in 0..MEMBERS {
+        members.push(sync.admit(&format!("member{i}")).await);
+    }
+    let everyone: Vec<String> = members.iter().map(|(m, _)| m.to_string()).collect();
+
+    // Everyone subscribes first, each through a different sequencer than it sends to.
+    let mut streams = Vec::new();
+    for (i, (member, key)) in members.iter().enumerate() {
+        let mut client =
+            SequencerClient::connect(&sync.endpoint(i + 1), member.clone(), key.clone())
+                .await
+                .unwrap();
+        streams.push(client.subscribe(0).await.unwrap());
+    }
+    let mut senders = Vec::new();
+    for (i, (member, key)) in members.iter().enumerate() {
+        let mut client = SequencerClient::connect(&sync.endpoint(i), member.clone(), key.clone())
+            .await
+            .unwrap();
+        let everyone = everyone.clone();
+        senders.push(tokio::spawn(async move {
+            for n in 0..PER_MEMBER {
+                let request = client.request(
+                    &format!("m{n}"),
+                    &everyone,
+                    format!("{i}:{n}").into_bytes(),
+                    in_a_minute(),
+                );
+                client.send(request).await.unwrap();
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+
+    let mut orders = Vec::new();
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let events = collect(stream, MEMBERS * PER_MEMBER).await;
+        let mut previous = 0;
+        let mut seen = HashSet::new();
+        let mut receipts = 0;
+        for e in &events {
+            assert_eq!(
+                e.previous_timestamp_us, previous,
+                "gap in member {i}'s stream"
+            );
+            assert!(e.timestamp_us > previous, "out of order");
+            previous = e.timestamp_us;
+            assert!(
+                seen.insert(e.payload.clone()),
+                "duplicate {:?}",
+                String::from_utf8_lossy(&e.payload)
+            );
+            if e.sender == everyone[i] {
+                assert!(!e.message_id.is_empty(), "a receipt carries the message id");
+                receipts += 1;
+            } else {
+                assert!(e.message_id.is_empty(), "others never see the message id");
+            }
+        }
+        assert_eq!(
+            receipts, PER_MEMBER,
+            "member {i} got a receipt for each send"
+        );
+        orders.push(
+            events
+                .iter()
+                .map(|e| (e.timestamp_us, e.payload.clone()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "every member sees the same order"
+    );
+    // Writes came from all three writers (timestamps are partitioned by writer index).
+    let writers: HashSet<i64> = orders[0].iter().map(|(ts, _)| ts % 8).collect();
+    assert_eq!(writers.len(), 3, "{writers:?}");
+
+    // A late subscriber resumes from a timestamp with no gap and no duplicate.
+    let (member, key) = &members[0];
+    let middle = orders[0][100].0;
+    let mut client = SequencerClient::connect(&sync.endpoint(2), member.clone(), key.clone())
+        .await
+        .unwrap();
+    let mut resumed = client.subscribe(middle).await.unwrap();
+    let rest = collect(&mut resumed, MEMBERS * PER_MEMBER - 101).await;
+    assert_eq!(rest[0].previous_timestamp_us, middle);
+    assert_eq!(
+        rest.iter().map(|e| e.timestamp_us).collect::<Vec<_>>(),
+        orders[0][101..].iter().map(|(t, _)| *t).collect::<Vec<_>>()
+    );
+    sync.stop().await;
+}
+
+async fn bad_requests_are_refused(postgres: bool) {
+    let Some(sync) = start(postgres, 1).await else {
+        return;
+    };
+    let (alice, alice_key) = sync.admit("alice").await;
+    let (bob, _) = sync.admit("bob").await;
+    let mut client = SequencerClient::connect(&sync.endpoint(0), alice.clone(), alice_key.clone())
+        .await
+        .unwrap();
+    let to_bob = vec![bob.to_string()];
+
+    let mut cases: BTreeMap<&str, (pb::SubmissionRequest, tonic::Code, &str)> = BTreeMap::new();
+    cases.insert(
+        "nobody",
+        (
+            client.request("a", &[], b"x".to_vec(), in_a_minute()),
+            tonic::Code::InvalidArgument,
+            "names nobody",
+        ),
+    );
+    let stranger = MemberId::new(
+        MemberKind::Participant,
+        "stranger",
+        &KeyPair::generate().unwrap().public_key(),
+    )
+    .to_string();
+    cases.insert(
+        "unknown recipient",
+        (
+            client.request("b", &[stranger.clone()], b"x".to_vec(), in_a_minute()),
+            tonic::Code::InvalidArgument,
+            "is not a member",
+        ),
+    );
+    cases.insert(
+        "too large",
+        (
+            client.request("c", &to_bob, vec![0; (1 << 20) + 1], in_a_minute()),
+            tonic::Code::ResourceExhausted,
+            "maximum",
+        ),
+    );
+    cases.insert(
+        "too late",
+        (
+            client.request("d", &to_bob, b"x".to_vec(), now_us() - 1),
+            tonic::Code::DeadlineExceeded,
+            "already passed",
+        ),
+    );
+    let mut forged = client.request("e", &to_bob, b"x".to_vec(), in_a_minute());
+    forged.payload = b"tampered".to_vec();
+    cases.insert(
+        "bad signature",
+        (forged, tonic::Code::Unauthenticated, "does not verify"),
+    );
+    let mut unsigned = client.request("f", &to_bob, b"x".to_vec(), in_a_minute());
+    unsigned.signature.clear();
+    cases.insert(
+        "unsigned",
+        (unsigned, tonic::Code::Unauthenticated, "64 bytes"),
+    );
+    let mut unknown_sender = client.request("g", &to_bob, b"x".to_vec(), in_a_minute());
+    unknown_sender.sender = stranger;
+    cases.insert(
+        "unknown member",
+        (
+            unknown_sender,
+            tonic::Code::PermissionDenied,
+            "not a member",
+        ),
+    );
+    let mut malformed = client.request("h", &to_bob, b"x".to_vec(), in_a_minute());
+    malformed.sender = "alice".into();
+    cases.insert(
+        "malformed member",
+        (malformed, tonic::Code::InvalidArgument, "not a member id"),
+    );
+    for (what, (request, code, text)) in cases {
+        let err = client.send(request).await.unwrap_err();
+        assert_eq!(err.code(), code, "{what}: {err:?}");
+        assert!(err.message().contains(text), "{what}: {}", err.message());
+    }
+    // A replayed message id is refused and not sequenced twice.
+    client
+        .send(client.request("once", &to_bob, b"1".to_vec(), in_a_minute()))
+        .await
+        .unwrap();
+    let err = client
+        .send(client.request("once", &to_bob, b"2".to_vec(), in_a_minute()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+
+    // Nothing but the one accepted message was written: alice sees exactly her one receipt.
+    let mut stream = client.subscribe(0).await.unwrap();
+    let events = collect(&mut stream, 1).await;
+    assert_eq!(events[0].message_id, "once");
+    client
+        .send(client.request("marker", &[alice.to_string()], b"m".to_vec(), in_a_minute()))
+        .await
+        .unwrap();
+    let next = collect(&mut stream, 1).await;
+    assert_eq!(next[0].message_id, "marker", "no other event in between");
+    sync.stop().await;
+}
+
+macro_rules! both_backends {
+    ($($name:ident),*) => {
+        mod sqlite_backend { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(false).await } )* }
+        mod postgres_backend { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(true).await } )* }
+    };
+}
+
+both_backends!(total_order, bad_requests_are_refused);
