@@ -190,7 +190,7 @@ async fn settle(replicas: &mut [Replica]) {
 
 fn print_table(replicas: &[Replica]) {
     println!(
-        "\n{:<18} {:<17} {:<8} {:<8} {:<8} {:<16} {:<16} API (not served yet)",
+        "\n{:<18} {:<17} {:<8} {:<8} {:<8} {:<16} {:<16} API",
         "NODE", "KIND", "REPLICA", "ROLE", "PID", "HEALTH", "ADMIN"
     );
     for r in replicas {
@@ -202,7 +202,12 @@ fn print_table(replicas: &[Replica]) {
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
-        let api = r.api.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        let served = r.process.as_ref().and_then(|p| p.ready.api);
+        let api = match (served, r.api) {
+            (Some(api), _) => api.to_string(),
+            (None, Some(planned)) => format!("{planned} (not served yet)"),
+            (None, None) => "-".into(),
+        };
         println!(
             "{:<18} {:<17} {:<8} {:<8} {:<8} {:<16} {:<16} {}",
             r.spec.node, r.kind, r.spec.replica, r.role, pid, health, admin, api
