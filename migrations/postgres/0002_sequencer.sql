@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS sequencer_members (
 -- deliver only up to the lowest watermark of the online writers. `session` fences a writer that
 -- peers marked offline.
 CREATE TABLE IF NOT EXISTS sequencer_writers (
-    idx          INTEGER PRIMARY KEY,
+    idx          BIGINT PRIMARY KEY,
     online       BOOLEAN NOT NULL,
     watermark_us BIGINT NOT NULL,
     session      BIGINT NOT NULL
@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS sequencer_writers (
 
 CREATE TABLE IF NOT EXISTS sequencer_events (
     ts            BIGINT PRIMARY KEY,
-    writer        INTEGER NOT NULL,
+    writer        BIGINT NOT NULL,
     sender        TEXT NOT NULL,
     message_id    TEXT NOT NULL,
     -- JSON array of member ids.
