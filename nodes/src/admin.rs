@@ -140,7 +140,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            crate::net::incoming_nodelay(listener),
             shutdown.cancelled_owned(),
         )
         .await

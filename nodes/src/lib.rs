@@ -8,6 +8,7 @@ pub mod health;
 pub mod identity;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod node;
 pub mod replica;
 pub mod sequencer;

@@ -183,7 +183,7 @@ pub async fn start(
                     .tcp_nodelay(true)
                     .add_service(SequencerServiceServer::new(SequencerApi(sequencer)))
                     .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        crate::net::incoming_nodelay(listener),
                         shutdown.cancelled_owned(),
                     )
                     .await;

@@ -29,6 +29,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Failover(args) => bench(args, Mode::Failover).await,
         BenchCommand::Handover(args) => bench(args, Mode::Handover).await,
+        BenchCommand::Sequencer(args) => super::bench_sequencer::run(args).await,
     }
 }
 

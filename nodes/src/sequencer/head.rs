@@ -28,12 +28,13 @@ pub(super) async fn run(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut listener = None;
+    let postgres = store.backend() == crate::store::Backend::Postgres;
+    if postgres {
+        tokio::spawn(listen(store.clone(), wake.clone(), shutdown.clone()));
+    }
+    let poll = if postgres { POSTGRES_POLL } else { SQLITE_POLL };
     let mut failures = 0u32;
     loop {
-        if listener.is_none() && store.backend() == crate::store::Backend::Postgres {
-            listener = store.sequencer_listener().await.ok().flatten();
-        }
         match store.sequencer_head().await {
             Ok((safe, max)) => {
                 failures = 0;
@@ -60,21 +61,40 @@ pub(super) async fn run(
                 }
             }
         }
-        let poll = if listener.is_some() {
-            POSTGRES_POLL
-        } else {
-            SQLITE_POLL
-        };
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = wake.notified() => {}
             () = tokio::time::sleep(poll) => {}
-            notified = async {
-                match listener.as_mut() {
-                    Some(l) => l.recv().await.map(|_| ()),
-                    None => std::future::pending().await,
+        }
+    }
+}
+
+/// Postgres: turns every `NOTIFY tandem_sequencer` into a wake-up of the tracker. Runs in a task
+/// of its own because `PgListener::recv` must not be cancelled half-way through a message.
+async fn listen(store: Store, wake: Arc<Notify>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let mut listener = match store.sequencer_listener().await {
+            Ok(Some(listener)) => listener,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "sequencer listener: cannot connect");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(POSTGRES_POLL) => continue,
                 }
-            } => if notified.is_err() { listener = None },
+            }
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = listener.recv() => match received {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sequencer listener lost its connection");
+                        break;
+                    }
+                },
+            }
         }
     }
 }

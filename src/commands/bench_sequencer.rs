@@ -1,0 +1,218 @@
+//! `tandem bench sequencer`: N sequencer processes over one database; M members each send K
+//! messages to themselves through their sequencer with several sends in flight, and read their
+//! receipts from their subscription. Reports events per second and send-to-deliver latency
+//! (from starting `Send` to the event arriving on the member's stream).
+
+use crate::cli::{BenchBackend, BenchSequencerArgs};
+use crate::process::{NodeProcess, NodeSpec};
+use anyhow::{bail, Context};
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tandem_nodes::identity::{KeyPair, MemberId, MemberKind};
+use tandem_nodes::sequencer::client::SequencerClient;
+use tandem_nodes::sequencer::now_us;
+use tandem_nodes::testing::{PgCluster, PgDatabase};
+use tandem_proto::sequencer::v1 as pb;
+use tandem_proto::sequencer::v1::sequencer_admin_service_client::SequencerAdminServiceClient;
+use tokio::sync::Semaphore;
+
+fn topology(storage: &str, sequencers: u32) -> String {
+    let zero = "admin = \"127.0.0.1:0\", health = \"127.0.0.1:0\"";
+    let seq = vec![format!("{{ api = \"127.0.0.1:0\", {zero} }}"); sequencers as usize].join(", ");
+    format!(
+        "[synchronizer.sequencer]\nstorage = \"{storage}\"\nreplicas = [{seq}]\n\
+         [synchronizer.mediator]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n\
+         [synchronizer.topology_manager]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n"
+    )
+}
+
+pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
+    if args.sequencers == 0 || args.members == 0 || args.messages == 0 || args.in_flight == 0 {
+        bail!("--sequencers, --members, --messages and --in-flight must be positive");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-bench-seq-")
+        .tempdir()?;
+    let (storage, _pg): (String, Option<PgDatabase>) = match (args.backend, &args.postgres) {
+        (BenchBackend::Sqlite, _) => (
+            format!("sqlite://{}/sequencer.db", dir.path().display()),
+            None,
+        ),
+        (BenchBackend::Postgres, Some(url)) => {
+            let name = format!("tandem_bench_seq_{}", std::process::id());
+            (
+                tandem_nodes::store::ensure_postgres_database(url, &name).await?,
+                None,
+            )
+        }
+        (BenchBackend::Postgres, None) => {
+            let cluster = Arc::new(PgCluster::start().map_err(anyhow::Error::msg)?);
+            let db = cluster.database().map_err(anyhow::Error::msg)?;
+            (db.url.clone(), Some(db))
+        }
+    };
+    let config = dir.path().join("topology.toml");
+    std::fs::write(&config, topology(&storage, args.sequencers))?;
+    let bin = std::env::current_exe()?;
+    let mut processes = Vec::new();
+    for replica in 0..args.sequencers {
+        let spec = NodeSpec {
+            bin: bin.clone(),
+            config: config.clone(),
+            node: "sequencer".into(),
+            replica,
+            log: dir.path().join(format!("sequencer-{replica}.log")),
+        };
+        processes.push(NodeProcess::spawn(&spec, Duration::from_secs(30)).await?);
+    }
+    let result = drive(&args, &processes).await;
+    for p in &mut processes {
+        p.stop(Duration::from_secs(10)).await;
+    }
+    let (elapsed, mut latencies) = result?;
+    let total = latencies.len();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| super::bench::percentile(&latencies, p);
+    let backend = if args.backend == BenchBackend::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    println!(
+        "bench=sequencer backend={backend} sequencers={} members={} messages={total} in_flight={} events_per_s={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        args.sequencers,
+        args.members,
+        args.in_flight,
+        total as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        pct(1.0)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Returns the wall time of the run and every message's send-to-deliver latency in ms.
+async fn drive(
+    args: &BenchSequencerArgs,
+    processes: &[NodeProcess],
+) -> anyhow::Result<(Duration, Vec<f64>)> {
+    let endpoint = |i: usize| -> anyhow::Result<String> {
+        let api = processes[i % processes.len()]
+            .ready
+            .api
+            .context("sequencer without API")?;
+        Ok(format!("http://{api}"))
+    };
+    let mut admin =
+        SequencerAdminServiceClient::connect(format!("http://{}", processes[0].ready.admin))
+            .await?;
+    let mut members = Vec::new();
+    for i in 0..args.members {
+        let key = Arc::new(KeyPair::generate()?);
+        let member = MemberId::new(
+            MemberKind::Participant,
+            &format!("bench{i}"),
+            &key.public_key(),
+        );
+        admin
+            .register_member(pb::RegisterMemberRequest {
+                member: member.to_string(),
+                public_key: key.public_key().to_vec(),
+            })
+            .await?;
+        members.push((member, key));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, (member, key)) in members.into_iter().enumerate() {
+        let client = SequencerClient::connect(&endpoint(i)?, member, key).await?;
+        tasks.push(tokio::spawn(member_run(
+            client,
+            args.messages as usize,
+            args.in_flight as usize,
+            started,
+        )));
+    }
+    let mut latencies = Vec::new();
+    let mut last = Duration::ZERO;
+    for t in tasks {
+        let (done, mut l) = t.await??;
+        last = last.max(done);
+        latencies.append(&mut l);
+        println!(
+            "member done: {} messages, last delivery at {:.0} ms",
+            l.len().max(args.messages as usize),
+            done.as_secs_f64() * 1000.0
+        );
+    }
+    Ok((last, latencies))
+}
+
+/// One member: subscribe, send `messages` to itself with `in_flight` concurrent sends, wait for
+/// every receipt. Returns when the last arrived (since `started`) and the latencies.
+async fn member_run(
+    mut client: SequencerClient,
+    messages: usize,
+    in_flight: usize,
+    started: Instant,
+) -> anyhow::Result<(Duration, Vec<f64>)> {
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut stream = client.subscribe(0).await?;
+    let me = vec![client.member.to_string()];
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let sender = {
+        let (sent_at, permits, mut client, failed) = (
+            sent_at.clone(),
+            permits.clone(),
+            client.clone(),
+            failed.clone(),
+        );
+        tokio::spawn(async move {
+            for n in 0..messages {
+                let permit = permits.clone().acquire_owned().await?;
+                let id = format!("b{n}");
+                let request = client.request(&id, &me, vec![0u8; 256], now_us() + 60_000_000);
+                sent_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, Instant::now());
+                let mut c = client.clone();
+                let failed = failed.clone();
+                tokio::spawn(async move {
+                    if let Err(status) = c.send(request).await {
+                        eprintln!("send failed: {status}");
+                        failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    drop(permit);
+                });
+                client = client.clone();
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut latencies = Vec::with_capacity(messages);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while latencies.len() + failed.load(std::sync::atomic::Ordering::SeqCst) < messages {
+        let event = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .context("deliveries stalled")??
+            .context("stream ended")?;
+        let now = Instant::now();
+        if let Some(at) = sent_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&event.message_id)
+        {
+            latencies.push(now.duration_since(at).as_secs_f64() * 1000.0);
+        }
+    }
+    sender.await??;
+    let failed = failed.load(std::sync::atomic::Ordering::SeqCst);
+    if failed > 0 {
+        bail!("{failed} of {messages} sends failed");
+    }
+    Ok((started.elapsed(), latencies))
+}
