@@ -35,18 +35,40 @@ fn topology(storage: &str) -> String {
 
 /// Sends through `endpoints`, moving to the next one when a sequencer is unreachable; a retry
 /// with the same message id that finds it already sequenced counts as sent.
-async fn send_all(member: MemberId, key: Arc<KeyPair>, endpoints: Arc<std::sync::Mutex<Vec<String>>>, first: usize, everyone: Vec<String>) -> usize {
+async fn send_all(
+    member: MemberId,
+    key: Arc<KeyPair>,
+    endpoints: Arc<std::sync::Mutex<Vec<String>>>,
+    first: usize,
+    everyone: Vec<String>,
+) -> usize {
     let mut which = first;
     let mut duplicates = 0;
     for n in 0..PER_MEMBER {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            assert!(Instant::now() < deadline, "message {n} of {member} could not be sent");
+            assert!(
+                Instant::now() < deadline,
+                "message {n} of {member} could not be sent"
+            );
             let endpoint = endpoints.lock().unwrap()[which % 3].clone();
             let attempt = async {
-                let mut client = SequencerClient::connect(&endpoint, member.clone(), key.clone()).await.map_err(|e| e.to_string())?;
-                let request = client.request(&format!("m{n}"), &everyone, format!("{member}:{n}").into_bytes(), now_us() + 30_000_000);
-                client.send(request).await.map_err(|s| if s.code() == tonic::Code::AlreadyExists { "duplicate".to_string() } else { s.to_string() })
+                let mut client = SequencerClient::connect(&endpoint, member.clone(), key.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let request = client.request(
+                    &format!("m{n}"),
+                    &everyone,
+                    format!("{member}:{n}").into_bytes(),
+                    now_us() + 30_000_000,
+                );
+                client.send(request).await.map_err(|s| {
+                    if s.code() == tonic::Code::AlreadyExists {
+                        "duplicate".to_string()
+                    } else {
+                        s.to_string()
+                    }
+                })
             };
             match tokio::time::timeout(Duration::from_secs(5), attempt).await {
                 Ok(Ok(_)) => break,
@@ -64,7 +86,9 @@ async fn send_all(member: MemberId, key: Arc<KeyPair>, endpoints: Arc<std::sync:
 async fn sigkill_one_sequencer_under_load(postgres: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (storage, _pg) = if postgres {
-        let Some(db) = PgDatabase::fresh() else { return };
+        let Some(db) = PgDatabase::fresh() else {
+            return;
+        };
         (db.url.clone(), Some(db))
     } else {
         (format!("sqlite://{}/seq.db", dir.path().display()), None)
@@ -80,17 +104,37 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
     };
     let mut processes = Vec::new();
     for i in 0..3 {
-        processes.push(NodeProcess::spawn(&spec(i), Duration::from_secs(30)).await.unwrap());
+        processes.push(
+            NodeProcess::spawn(&spec(i), Duration::from_secs(30))
+                .await
+                .unwrap(),
+        );
     }
-    let endpoints: Vec<String> = processes.iter().map(|p| format!("http://{}", p.ready.api.unwrap())).collect();
+    let endpoints: Vec<String> = processes
+        .iter()
+        .map(|p| format!("http://{}", p.ready.api.unwrap()))
+        .collect();
     let endpoints = Arc::new(std::sync::Mutex::new(endpoints));
-    let mut admin = SequencerAdminServiceClient::connect(format!("http://{}", processes[1].ready.admin)).await.unwrap();
+    let mut admin =
+        SequencerAdminServiceClient::connect(format!("http://{}", processes[1].ready.admin))
+            .await
+            .unwrap();
 
     let mut members = Vec::new();
     for i in 0..MEMBERS {
         let key = Arc::new(KeyPair::generate().unwrap());
-        let member = MemberId::new(MemberKind::Participant, &format!("member{i}"), &key.public_key());
-        admin.register_member(pb::RegisterMemberRequest { member: member.to_string(), public_key: key.public_key().to_vec() }).await.unwrap();
+        let member = MemberId::new(
+            MemberKind::Participant,
+            &format!("member{i}"),
+            &key.public_key(),
+        );
+        admin
+            .register_member(pb::RegisterMemberRequest {
+                member: member.to_string(),
+                public_key: key.public_key().to_vec(),
+            })
+            .await
+            .unwrap();
         members.push((member, key));
     }
     let everyone: Vec<String> = members.iter().map(|(m, _)| m.to_string()).collect();
@@ -99,7 +143,9 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
     let mut readers = Vec::new();
     for (i, (member, key)) in members.iter().enumerate() {
         let endpoint = endpoints.lock().unwrap()[1 + i % 2].clone();
-        let mut client = SequencerClient::connect(&endpoint, member.clone(), key.clone()).await.unwrap();
+        let mut client = SequencerClient::connect(&endpoint, member.clone(), key.clone())
+            .await
+            .unwrap();
         let mut stream = client.subscribe(0).await.unwrap();
         readers.push(tokio::spawn(async move {
             let mut events = Vec::new();
@@ -115,35 +161,73 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
     }
     let mut senders = Vec::new();
     for (i, (member, key)) in members.iter().enumerate() {
-        senders.push(tokio::spawn(send_all(member.clone(), key.clone(), endpoints.clone(), i, everyone.clone())));
+        senders.push(tokio::spawn(send_all(
+            member.clone(),
+            key.clone(),
+            endpoints.clone(),
+            i,
+            everyone.clone(),
+        )));
     }
 
     // Kill sequencer 0 once traffic flows, and watch its peers mark its writer offline.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let writers = admin.writers(pb::WritersRequest {}).await.unwrap().into_inner();
+    let writers = admin
+        .writers(pb::WritersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let killed_index = {
-        let mut own = SequencerAdminServiceClient::connect(format!("http://{}", processes[0].ready.admin)).await.unwrap();
-        own.writers(pb::WritersRequest {}).await.unwrap().into_inner().own_index
+        let mut own =
+            SequencerAdminServiceClient::connect(format!("http://{}", processes[0].ready.admin))
+                .await
+                .unwrap();
+        own.writers(pb::WritersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .own_index
     };
-    assert!(writers.writers.iter().filter(|w| w.online).count() == 3, "{writers:?}");
+    assert!(
+        writers.writers.iter().filter(|w| w.online).count() == 3,
+        "{writers:?}"
+    );
     processes[0].signal(Signal::SIGKILL).unwrap();
     let killed_at = Instant::now();
     processes[0].wait().await.unwrap();
     loop {
-        let writers = admin.writers(pb::WritersRequest {}).await.unwrap().into_inner();
-        let killed = writers.writers.iter().find(|w| w.index as i32 == killed_index).unwrap();
+        let writers = admin
+            .writers(pb::WritersRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let killed = writers
+            .writers
+            .iter()
+            .find(|w| w.index as i32 == killed_index)
+            .unwrap();
         if !killed.online {
             break;
         }
-        assert!(killed_at.elapsed() < Duration::from_millis(OFFLINE_AFTER_MS * 3), "not marked offline in time");
+        assert!(
+            killed_at.elapsed() < Duration::from_millis(OFFLINE_AFTER_MS * 3),
+            "not marked offline in time"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let offline_ms = killed_at.elapsed().as_millis();
-    eprintln!("postgres={postgres}: killed writer {killed_index} marked offline after {offline_ms} ms");
-    assert!(offline_ms <= u128::from(OFFLINE_AFTER_MS) + 400, "marked offline after {offline_ms} ms");
+    eprintln!(
+        "postgres={postgres}: killed writer {killed_index} marked offline after {offline_ms} ms"
+    );
+    assert!(
+        offline_ms <= u128::from(OFFLINE_AFTER_MS) + 400,
+        "marked offline after {offline_ms} ms"
+    );
 
     // Restart it: it rejoins and takes traffic again.
-    processes[0] = NodeProcess::spawn(&spec(0), Duration::from_secs(30)).await.unwrap();
+    processes[0] = NodeProcess::spawn(&spec(0), Duration::from_secs(30))
+        .await
+        .unwrap();
     endpoints.lock().unwrap()[0] = format!("http://{}", processes[0].ready.api.unwrap());
 
     let mut duplicates = 0;
@@ -160,10 +244,21 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
             previous = e.timestamp_us;
             assert!(payloads.insert(e.payload.clone()), "duplicate delivery");
         }
-        orders.push(events.iter().map(|e| (e.timestamp_us, e.payload.clone())).collect::<Vec<_>>());
+        orders.push(
+            events
+                .iter()
+                .map(|e| (e.timestamp_us, e.payload.clone()))
+                .collect::<Vec<_>>(),
+        );
     }
-    assert!(orders.windows(2).all(|w| w[0] == w[1]), "members disagree on the order");
-    eprintln!("postgres={postgres}: {} events each, {duplicates} retries found already sequenced", orders[0].len());
+    assert!(
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "members disagree on the order"
+    );
+    eprintln!(
+        "postgres={postgres}: {} events each, {duplicates} retries found already sequenced",
+        orders[0].len()
+    );
     for p in &mut processes {
         p.stop(Duration::from_secs(10)).await;
     }
