@@ -455,7 +455,7 @@ fn keys_are_unique_and_exercisable() {
     };
     // The owner controls Transfer, but finding the contract by key needs a key maintainer too.
     let e = l
-        .submit(&[&seller, &buyer], &[cmd.clone()])
+        .submit(&[&seller, &buyer], std::slice::from_ref(&cmd))
         .expect_err("no maintainer among the authorizers");
     assert_eq!(e.code(), "AUTHORIZATION_ERROR");
     assert!(e.to_string().contains(issuer.as_str()), "{e}");
