@@ -177,7 +177,7 @@ fn every_command_explains_itself() {
 fn services_of_later_issues_say_so_instead_of_pretending() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(&dir, "t.toml", &small_topology("sqlite://x/{node}.db"));
-    let out = tandem(&["lb", "--config", &config]);
+    let out = tandem(&["gateway", "--config", &config]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("not available in this build yet"),

@@ -218,7 +218,8 @@ impl Store {
     }
 
     /// Writes a batch of events and raises the writer's watermark to `watermark_us`, in one
-    /// transaction fenced by `session`. On Postgres the commit notifies `tandem_sequencer`.
+    /// transaction fenced by `session`. Each table gets one statement per batch. On Postgres the
+    /// commit notifies `tandem_sequencer`.
     pub async fn write_events(
         &self,
         index: u32,
@@ -226,51 +227,22 @@ impl Store {
         watermark_us: i64,
         events: &[NewEvent],
     ) -> Result<Vec<Outcome>, WriteError> {
-        let idx = i64::from(index);
-        macro_rules! write {
-            ($tx:expr, $p:literal, $notify:expr) => {{
-                let mut tx = $tx;
-                let fenced = sqlx::query(concat!("UPDATE sequencer_writers SET watermark_us = ", $p, "1 WHERE idx = ", $p, "2 AND session = ", $p, "3 AND online"))
-                    .bind(watermark_us).bind(idx).bind(session).execute(&mut *tx).await.map_err(StoreError::from)?;
-                if fenced.rows_affected() != 1 {
-                    return Err(WriteError::Offline);
-                }
-                let mut outcomes = Vec::with_capacity(events.len());
-                for e in events {
-                    let recipients = serde_json::to_string(&e.recipients).unwrap_or_else(|_| "[]".into());
-                    let (code, message) = e.error.clone().unzip();
-                    let inserted = sqlx::query(concat!("INSERT INTO sequencer_events (ts, writer, sender, message_id, recipients, payload, error_code, error_message) \
-                         VALUES (", $p, "1, ", $p, "2, ", $p, "3, ", $p, "4, ", $p, "5, ", $p, "6, ", $p, "7, ", $p, "8) ON CONFLICT (sender, message_id) DO NOTHING"))
-                        .bind(e.ts).bind(idx).bind(&e.sender).bind(&e.message_id).bind(recipients).bind(&e.payload).bind(code).bind(message)
-                        .execute(&mut *tx).await.map_err(StoreError::from)?.rows_affected();
-                    if inserted == 0 {
-                        outcomes.push(Outcome::Duplicate);
-                        continue;
-                    }
-                    let readers: std::collections::BTreeSet<&str> = if e.error.is_some() {
-                        std::iter::once(e.sender.as_str()).collect()
-                    } else {
-                        e.recipients.iter().map(String::as_str).chain(std::iter::once(e.sender.as_str())).collect()
-                    };
-                    for member in readers {
-                        sqlx::query(concat!("INSERT INTO sequencer_deliveries (member, ts) VALUES (", $p, "1, ", $p, "2)"))
-                            .bind(member).bind(e.ts).execute(&mut *tx).await.map_err(StoreError::from)?;
-                    }
-                    outcomes.push(Outcome::Sequenced);
-                }
-                if $notify {
-                    sqlx::query("SELECT pg_notify('tandem_sequencer', '')").execute(&mut *tx).await.map_err(StoreError::from)?;
-                }
-                tx.commit().await.map_err(StoreError::from)?;
-                Ok(outcomes)
-            }};
-        }
-        match self.db() {
-            Db::Sqlite(p) => write!(p.begin().await.map_err(StoreError::from)?, "?", false),
+        let inserted = match self.db() {
+            Db::Sqlite(pool) => write_sqlite(pool, index, session, watermark_us, events).await?,
             Db::Postgres { pool, .. } => {
-                write!(pool.begin().await.map_err(StoreError::from)?, "$", true)
+                write_postgres(pool, index, session, watermark_us, events).await?
             }
-        }
+        };
+        Ok(events
+            .iter()
+            .map(|e| {
+                if inserted.contains(&e.ts) {
+                    Outcome::Sequenced
+                } else {
+                    Outcome::Duplicate
+                }
+            })
+            .collect())
     }
 
     /// The point up to which readers may deliver: the lowest watermark of the online writers,
@@ -391,4 +363,149 @@ impl Store {
             }
         }
     }
+}
+
+/// Who reads an event: its recipients and its sender, or only the sender for an error.
+fn readers(e: &NewEvent) -> std::collections::BTreeSet<&str> {
+    let sender = std::iter::once(e.sender.as_str());
+    if e.error.is_some() {
+        sender.collect()
+    } else {
+        e.recipients
+            .iter()
+            .map(String::as_str)
+            .chain(sender)
+            .collect()
+    }
+}
+
+fn recipients_json(e: &NewEvent) -> String {
+    serde_json::to_string(&e.recipients).unwrap_or_else(|_| "[]".into())
+}
+
+/// Rows per multi-row INSERT on SQLite, well under its limit of bound parameters.
+const SQLITE_ROWS: usize = 100;
+
+async fn write_sqlite(
+    pool: &sqlx::SqlitePool,
+    index: u32,
+    session: i64,
+    watermark_us: i64,
+    events: &[NewEvent],
+) -> Result<std::collections::HashSet<i64>, WriteError> {
+    let idx = i64::from(index);
+    let mut tx = pool.begin().await.map_err(StoreError::from)?;
+    let fenced = sqlx::query(
+        "UPDATE sequencer_writers SET watermark_us = ?1 WHERE idx = ?2 AND session = ?3 AND online",
+    )
+    .bind(watermark_us)
+    .bind(idx)
+    .bind(session)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
+    if fenced.rows_affected() != 1 {
+        return Err(WriteError::Offline);
+    }
+    let mut inserted = std::collections::HashSet::new();
+    for chunk in events.chunks(SQLITE_ROWS) {
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO sequencer_events (ts, writer, sender, message_id, recipients, payload, error_code, error_message) \
+             VALUES {values} ON CONFLICT (sender, message_id) DO NOTHING RETURNING ts"
+        );
+        let mut q = sqlx::query_scalar::<_, i64>(&sql);
+        for e in chunk {
+            let (code, message) = e.error.clone().unzip();
+            q = q
+                .bind(e.ts)
+                .bind(idx)
+                .bind(&e.sender)
+                .bind(&e.message_id)
+                .bind(recipients_json(e))
+                .bind(&e.payload)
+                .bind(code)
+                .bind(message);
+        }
+        inserted.extend(q.fetch_all(&mut *tx).await.map_err(StoreError::from)?);
+    }
+    let deliveries: Vec<(&str, i64)> = events
+        .iter()
+        .filter(|e| inserted.contains(&e.ts))
+        .flat_map(|e| readers(e).into_iter().map(move |m| (m, e.ts)))
+        .collect();
+    for chunk in deliveries.chunks(SQLITE_ROWS * 4) {
+        let values = vec!["(?, ?)"; chunk.len()].join(", ");
+        let sql = format!("INSERT INTO sequencer_deliveries (member, ts) VALUES {values}");
+        let mut q = sqlx::query(&sql);
+        for (member, ts) in chunk {
+            q = q.bind(*member).bind(*ts);
+        }
+        q.execute(&mut *tx).await.map_err(StoreError::from)?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(inserted)
+}
+
+async fn write_postgres(
+    pool: &sqlx::PgPool,
+    index: u32,
+    session: i64,
+    watermark_us: i64,
+    events: &[NewEvent],
+) -> Result<std::collections::HashSet<i64>, WriteError> {
+    let idx = i64::from(index);
+    let mut tx = pool.begin().await.map_err(StoreError::from)?;
+    let fenced = sqlx::query(
+        "UPDATE sequencer_writers SET watermark_us = $1 WHERE idx = $2 AND session = $3 AND online",
+    )
+    .bind(watermark_us)
+    .bind(idx)
+    .bind(session)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
+    if fenced.rows_affected() != 1 {
+        return Err(WriteError::Offline);
+    }
+    let mut inserted = std::collections::HashSet::new();
+    if !events.is_empty() {
+        let ts: Vec<i64> = events.iter().map(|e| e.ts).collect();
+        let senders: Vec<&str> = events.iter().map(|e| e.sender.as_str()).collect();
+        let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
+        let recipients: Vec<String> = events.iter().map(recipients_json).collect();
+        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+        let codes: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.error.as_ref().map(|(c, _)| c.as_str()))
+            .collect();
+        let messages: Vec<Option<&str>> = events
+            .iter()
+            .map(|e| e.error.as_ref().map(|(_, m)| m.as_str()))
+            .collect();
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO sequencer_events (ts, writer, sender, message_id, recipients, payload, error_code, error_message) \
+             SELECT t.ts, $2, t.sender, t.message_id, t.recipients, t.payload, t.error_code, t.error_message \
+             FROM UNNEST($1::bigint[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[], $8::text[]) \
+               AS t(ts, sender, message_id, recipients, payload, error_code, error_message) \
+             ON CONFLICT (sender, message_id) DO NOTHING RETURNING ts",
+        )
+        .bind(&ts).bind(idx).bind(&senders).bind(&ids).bind(&recipients).bind(&payloads).bind(&codes).bind(&messages)
+        .fetch_all(&mut *tx).await.map_err(StoreError::from)?;
+        inserted.extend(rows);
+        let (members, stamps): (Vec<&str>, Vec<i64>) = events
+            .iter()
+            .filter(|e| inserted.contains(&e.ts))
+            .flat_map(|e| readers(e).into_iter().map(move |m| (m, e.ts)))
+            .unzip();
+        sqlx::query("INSERT INTO sequencer_deliveries (member, ts) SELECT * FROM UNNEST($1::text[], $2::bigint[])")
+            .bind(&members).bind(&stamps)
+            .execute(&mut *tx).await.map_err(StoreError::from)?;
+    }
+    sqlx::query("SELECT pg_notify('tandem_sequencer', '')")
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(inserted)
 }
