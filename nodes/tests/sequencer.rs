@@ -250,7 +250,12 @@ async fn bad_requests_are_refused(postgres: bool) {
     cases.insert(
         "unknown recipient",
         (
-            client.request("b", std::slice::from_ref(&stranger), b"x".to_vec(), in_a_minute()),
+            client.request(
+                "b",
+                std::slice::from_ref(&stranger),
+                b"x".to_vec(),
+                in_a_minute(),
+            ),
             tonic::Code::InvalidArgument,
             "is not a member",
         ),
