@@ -31,7 +31,7 @@ pub enum Command {
     Admin(AdminCommand),
     /// Run a benchmark and print its samples and a `key=value` summary line.
     #[command(subcommand)]
-    Bench(BenchCommand),
+    Bench(BenchAll),
     /// Check a topology file and print what it describes.
     Check(ConfigArgs),
 }
@@ -141,6 +141,15 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BenchAll {
+    #[command(flatten)]
+    Replication(BenchCommand),
+    /// Drive gRPC calls through `tandem lb` and HAProxy side by side; measure throughput,
+    /// latency and failover detection.
+    Lb(commands::lb::BenchLbArgs),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// SIGKILL the active replica of a replicated node, N times, and measure the time until a
     /// standby's /health answers 200.
@@ -148,6 +157,31 @@ pub enum BenchCommand {
     /// `set-passive` on the active replica, N times, and measure the time until a standby's
     /// /health answers 200.
     Handover(BenchArgs),
+    /// Start N sequencer processes over one database, have M members send concurrently, and
+    /// measure events per second and send-to-deliver latency.
+    Sequencer(BenchSequencerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSequencerArgs {
+    /// Storage backend of the sequencers' shared database.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: BenchBackend,
+    /// Postgres server to use with --backend postgres; a throwaway cluster is started when omitted.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Sequencer processes.
+    #[arg(long, default_value_t = 3)]
+    pub sequencers: u32,
+    /// Members sending and receiving, spread over the sequencers.
+    #[arg(long, default_value_t = 6)]
+    pub members: u32,
+    /// Messages each member sends.
+    #[arg(long, default_value_t = 2_000)]
+    pub messages: u32,
+    /// Sends each member keeps in flight.
+    #[arg(long, default_value_t = 16)]
+    pub in_flight: u32,
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -168,10 +202,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(args) => commands::up::run(args).await,
         Command::Node(args) => commands::node::run(args).await,
-        Command::Lb(args) => commands::not_yet("lb", &args.config),
+        Command::Lb(args) => commands::lb::run(args).await,
         Command::Gateway(args) => commands::not_yet("gateway", &args.config),
         Command::Admin(command) => commands::admin::run(command).await,
-        Command::Bench(command) => commands::bench::run(command).await,
+        Command::Bench(BenchAll::Replication(command)) => commands::bench::run(command).await,
+        Command::Bench(BenchAll::Lb(args)) => commands::lb::bench(args).await,
         Command::Check(args) => commands::check(&args.config),
     }
 }

@@ -2,6 +2,8 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bench_sequencer;
+pub mod lb;
 pub mod node;
 pub mod up;
 

@@ -495,13 +495,13 @@ fn validate_route(
         ));
     };
     match backend {
-        BackendGroup::LedgerApi { participant } | BackendGroup::AdminApi { participant } => {
-            if !topology.participants.iter().any(|p| &p.name == participant) {
-                return Err(invalid(
-                    key,
-                    format!("no participant is named {participant:?}"),
-                ));
-            }
+        BackendGroup::LedgerApi { participant } | BackendGroup::AdminApi { participant }
+            if !topology.participants.iter().any(|p| &p.name == participant) =>
+        {
+            return Err(invalid(
+                key,
+                format!("no participant is named {participant:?}"),
+            ));
         }
         BackendGroup::Gateways if topology.gateways.is_empty() => {
             return Err(invalid(key, "the topology has no gateways"));

@@ -1,0 +1,367 @@
+//! A frontend's connections, before pingora sees a request: accept, TLS handshake, protocol
+//! choice (ALPN, or the HTTP/2 preface on an `auto` port), the HTTP/2 accept loop with
+//! keepalive pings, and for HTTP/1 the reading of each request head under a deadline and a size
+//! limit (slowloris gets 408, an oversized head 431). Each request then runs through pingora
+//! inside a `StreamSlot`, so it can be ended when its server loses the active role.
+
+use crate::metrics::FrontendMetrics;
+use crate::proxy::LbProxy;
+use crate::stream::StreamSlot;
+use crate::FrontendCounters;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::http::v2::server::HttpSession as H2Session;
+use pingora::protocols::http::v2::server::{default_h2_options, handshake, H2Accept, H2Options};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{Digest, Stream, ALPN};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_nodes::config::{FrontendLimits, FrontendProtocol};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+pub struct FrontendApp {
+    pub name: String,
+    pub proxy: Arc<HttpProxy<LbProxy>>,
+    pub protocol: FrontendProtocol,
+    pub tls: Option<Acceptor>,
+    pub limits: FrontendLimits,
+    pub metrics: FrontendMetrics,
+    pub counters: Arc<FrontendCounters>,
+}
+
+/// Counts one open client connection for as long as it lives.
+struct Open(Arc<FrontendCounters>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum Head {
+    Complete,
+    Closed,
+    Idle,
+    TimedOut,
+    TooLarge,
+}
+
+impl FrontendApp {
+    fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.header_timeout_ms)
+    }
+
+    /// Accepts until `stop`; then tells open connections to finish (`shutdown`) and gives
+    /// them `grace` before dropping them.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: ShutdownWatch,
+        stop: CancellationToken,
+        grace: Duration,
+    ) {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => {
+                        let app = self.clone();
+                        let shutdown = shutdown.clone();
+                        connections.spawn(async move { app.connection(tcp, shutdown).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!(frontend = %self.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        drop(listener);
+        let drained = timeout(grace, async {
+            while connections.join_next().await.is_some() {}
+        });
+        if drained.await.is_err() {
+            connections.abort_all();
+        }
+    }
+
+    async fn connection(self: Arc<Self>, tcp: tokio::net::TcpStream, shutdown: ShutdownWatch) {
+        let _ = tcp.set_nodelay(true);
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        let _open = Open(self.counters.clone());
+        let mut l4 = L4Stream::from(tcp);
+        if let Some(acceptor) = &self.tls {
+            let tls = match timeout(self.header_timeout(), acceptor.tls_handshake(l4)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    self.metrics.rejected_tls.inc();
+                    tracing::info!(frontend = %self.name, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    self.metrics.rejected_tls.inc();
+                    tracing::info!(frontend = %self.name, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let stream: Stream = Box::new(tls);
+            if stream.selected_alpn_proto() == Some(ALPN::H2) {
+                self.serve_h2(stream, shutdown).await;
+            } else if self.protocol != FrontendProtocol::H2c {
+                self.serve_h1(stream, BytesMut::new(), shutdown).await;
+            }
+            return;
+        }
+        match self.protocol {
+            FrontendProtocol::H2c => self.serve_h2(Box::new(l4), shutdown).await,
+            FrontendProtocol::Http1 => self.serve_h1(Box::new(l4), BytesMut::new(), shutdown).await,
+            FrontendProtocol::Auto => {
+                let mut buf = BytesMut::with_capacity(4096);
+                match self.sniff(&mut l4, &mut buf).await {
+                    Some(true) => {
+                        l4.rewind(&buf);
+                        self.serve_h2(Box::new(l4), shutdown).await;
+                    }
+                    Some(false) => self.serve_h1(Box::new(l4), buf, shutdown).await,
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Reads until the bytes are, or cannot be, the HTTP/2 preface. `None`: the client left
+    /// (or sent nothing in time) before that was clear.
+    async fn sniff(&self, l4: &mut L4Stream, buf: &mut BytesMut) -> Option<bool> {
+        let deadline = Instant::now() + self.header_timeout();
+        loop {
+            let n = buf.len().min(H2_PREFACE.len());
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            match timeout_at(deadline, l4.read_buf(buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(_)) => {}
+                // A partial request line: answer it as the slow HTTP/1 request it is.
+                Err(_) if !buf.is_empty() => return Some(false),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn h2_options(&self) -> H2Options {
+        let mut options = default_h2_options();
+        options.max_concurrent_streams(self.limits.max_h2_streams);
+        options
+            .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX));
+        options
+    }
+
+    /// One HTTP/2 connection: every stream is a request handled on its own task; a PING every
+    /// `h2_ping_interval_ms` that is not answered within the next interval closes the connection.
+    async fn serve_h2(self: &Arc<Self>, stream: Stream, mut shutdown: ShutdownWatch) {
+        let digest = Arc::new(Digest {
+            ssl_digest: stream.get_ssl_digest(),
+            timing_digest: stream.get_timing_digest(),
+            proxy_digest: stream.get_proxy_digest(),
+            socket_digest: stream.get_socket_digest(),
+        });
+        let mut conn = match timeout(
+            self.header_timeout(),
+            handshake(stream, Some(self.h2_options())),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::debug!(frontend = %self.name, error = %e, "HTTP/2 handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.metrics.rejected_timeout.inc();
+                tracing::info!(frontend = %self.name, "HTTP/2 preface not received in time");
+                return;
+            }
+        };
+        let interval = Duration::from_millis(self.limits.h2_ping_interval_ms);
+        let mut ping_pong = conn.ping_pong();
+        let pinger = async move {
+            match ping_pong.as_mut() {
+                Some(pp) if !interval.is_zero() => loop {
+                    tokio::time::sleep(interval).await;
+                    match timeout(interval, pp.ping(h2::Ping::opaque())).await {
+                        Ok(Ok(_)) => {}
+                        _ => return,
+                    }
+                },
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::pin!(pinger);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed(), if !draining => {
+                    conn.graceful_shutdown();
+                    draining = true;
+                }
+                () = &mut pinger => {
+                    tracing::info!(frontend = %self.name, "client missed an HTTP/2 ping; closing");
+                    return;
+                }
+                accepted = H2Session::from_h2_conn(&mut conn, digest.clone()) => match accepted {
+                    Ok(Some(H2Accept::Session(session))) => {
+                        let app = self.clone();
+                        let shutdown = shutdown.clone();
+                        tokio::spawn(async move {
+                            app.request(ServerSession::new_http2(session), &shutdown).await;
+                        });
+                    }
+                    Ok(Some(H2Accept::Rejected)) => {}
+                    Ok(None) | Err(_) => return,
+                },
+            }
+        }
+    }
+
+    /// HTTP/1.1 with keep-alive: each request head is read here first, under the header
+    /// deadline and size limit, then handed to pingora as already-read bytes.
+    async fn serve_h1(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        mut buf: BytesMut,
+        shutdown: ShutdownWatch,
+    ) {
+        let keepalive = Duration::from_millis(self.limits.keepalive_timeout_ms);
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            let idle = if first {
+                self.header_timeout()
+            } else {
+                keepalive
+            };
+            match self.read_head(&mut stream, &mut buf, idle, first).await {
+                Head::Complete => {}
+                Head::Closed | Head::Idle => return,
+                Head::TimedOut => {
+                    self.metrics.rejected_timeout.inc();
+                    tracing::info!(frontend = %self.name, "request head not received in time; 408");
+                    return reject(stream, "408 Request Timeout").await;
+                }
+                Head::TooLarge => {
+                    self.metrics.rejected_too_large.inc();
+                    tracing::info!(frontend = %self.name, limit = self.limits.max_header_bytes, "request head too large; 431");
+                    return reject(stream, "431 Request Header Fields Too Large").await;
+                }
+            }
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                None => session.set_keepalive(Some(keepalive.as_secs().max(1))),
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            session.set_pipelined_prefix(std::mem::take(&mut buf));
+            match self.request(session, &shutdown).await {
+                Some(reused) => {
+                    let (s, st) = reused.consume();
+                    stream = s;
+                    settings = st;
+                    first = false;
+                }
+                None => return,
+            }
+        }
+    }
+
+    async fn read_head(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        idle: Duration,
+        first: bool,
+    ) -> Head {
+        let max = self.limits.max_header_bytes;
+        if buf.is_empty() {
+            buf.reserve(4096);
+            match timeout(idle, stream.read_buf(buf)).await {
+                Err(_) if first => return Head::TimedOut,
+                Err(_) => return Head::Idle,
+                Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+                Ok(Ok(_)) => {}
+            }
+        }
+        let deadline = Instant::now() + self.header_timeout();
+        let mut searched: usize = 0;
+        loop {
+            let from = searched.saturating_sub(3);
+            if let Some(end) = buf[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+                return if from + end + 4 > max {
+                    Head::TooLarge
+                } else {
+                    Head::Complete
+                };
+            }
+            searched = buf.len();
+            if buf.len() > max {
+                return Head::TooLarge;
+            }
+            buf.reserve(4096);
+            match timeout_at(deadline, stream.read_buf(buf)).await {
+                Err(_) => return Head::TimedOut,
+                Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// One request through pingora, ended early if its server loses the active role.
+    async fn request(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        match StreamSlot::run(HttpServerApp::process_new_http(
+            &self.proxy,
+            session,
+            shutdown,
+        ))
+        .await
+        {
+            Some(reused) => reused,
+            None => {
+                tracing::info!(frontend = %self.name, "ended a stream: its server lost the active role");
+                None
+            }
+        }
+    }
+}
+
+async fn reject(mut stream: Stream, status: &str) {
+    let response = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.flush().await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

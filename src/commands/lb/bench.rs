@@ -1,0 +1,424 @@
+//! `tandem bench lb`: tonic echo backends, then `tandem lb` and HAProxy (Debian's `haproxy`,
+//! installed with apt-get if missing) with equivalent configs, driven by the same tonic load
+//! client: unary calls/s and p50/p99 latency through each (round-robin over the backends),
+//! then failover detection (health flip → first call answered by the new active server) with
+//! each one's default and tuned check intervals. Prints one line per measurement and the
+//! `bench=lb ...` summary line (design.md §10). Everything listens on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tandem_lb::testing::pb::echo_client::EchoClient;
+use tandem_lb::testing::pb::EchoRequest;
+use tandem_lb::testing::TestBackend;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchLbArgs {
+    /// Seconds of load through each proxy.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// HTTP/2 connections of the load client.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Calls in flight per connection.
+    #[arg(long, default_value_t = 8)]
+    pub streams: usize,
+    /// Failover detection trials per proxy and setting.
+    #[arg(long, default_value_t = 3)]
+    pub trials: u32,
+    /// The HAProxy binary.
+    #[arg(long, default_value = "haproxy")]
+    pub haproxy: String,
+}
+
+struct Load {
+    calls_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    // Bench only: HAProxy needs fixed ports in its file; the race with other processes is
+    // accepted here (tests never do this).
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn channel(addr: SocketAddr) -> anyhow::Result<EchoClient<Channel>> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(EchoClient::new(channel))
+}
+
+async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "{addr} is not listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+async fn ensure_haproxy(binary: &str) -> anyhow::Result<()> {
+    let found = Command::new(binary).arg("-v").output().await;
+    if found.is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    eprintln!("haproxy not found; installing Debian's package");
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "haproxy"])
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "apt-get install haproxy failed");
+    Ok(())
+}
+
+fn servers_toml(backends: &[&TestBackend]) -> String {
+    backends
+        .iter()
+        .map(|b| {
+            format!(
+                "{{ address = \"{}\", health = \"{}\" }}",
+                b.address, b.health
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn tandem_config(rr: &[&TestBackend], active: &[&TestBackend], tuned: &[&TestBackend]) -> String {
+    let frontend = |name: &str| {
+        format!(
+            "[[lb.frontends]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"h2c\"\n\
+             backend = {{ group = \"{name}\" }}\n"
+        )
+    };
+    let group = |name: &str, strategy: &str, servers: &[&TestBackend], extra: &str| {
+        format!(
+            "[[lb.backends]]\nname = \"{name}\"\nstrategy = \"{strategy}\"\nprotocol = \"h2c\"\n\
+             servers = [{}]\n{extra}\n",
+            servers_toml(servers)
+        )
+    };
+    format!(
+        "[lb]\nadmin = \"127.0.0.1:0\"\n{}{}{}{}{}{}",
+        frontend("rr"),
+        frontend("active"),
+        frontend("tuned"),
+        group("rr", "round_robin", rr, ""),
+        group("active", "active", active, ""),
+        group(
+            "tuned",
+            "active",
+            tuned,
+            "health_check = { interval_ms = 50, timeout_ms = 200, rise = 1, fall = 1 }"
+        ),
+    )
+}
+
+fn haproxy_config(
+    ports: (u16, u16, u16),
+    rr: &[&TestBackend],
+    active: &[&TestBackend],
+    tuned: &[&TestBackend],
+) -> String {
+    let servers = |backends: &[&TestBackend], check: &str| {
+        backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                format!(
+                    "  server s{i} {} proto h2 check check-proto h1 port {}{check}\n",
+                    b.address,
+                    b.health.port()
+                )
+            })
+            .collect::<String>()
+    };
+    let section = |name: &str, port: u16, backends: &[&TestBackend], check: &str| {
+        format!(
+            "frontend {name}\n  bind 127.0.0.1:{port} proto h2\n  default_backend {name}\n\
+             backend {name}\n  balance roundrobin\n  option httpchk GET /health\n  \
+             http-check expect status 200\n{}",
+            servers(backends, check)
+        )
+    };
+    format!(
+        "global\n  maxconn 4096\n  nbthread 2\n\ndefaults\n  mode http\n  timeout connect 1s\n  \
+         timeout client 60s\n  timeout server 60s\n\n{}\n{}\n{}",
+        section("rr", ports.0, rr, ""),
+        section("active", ports.1, active, ""),
+        section(
+            "tuned",
+            ports.2,
+            tuned,
+            " inter 50 fastinter 50 downinter 50 rise 1 fall 1"
+        ),
+    )
+}
+
+async fn start_tandem(config: &Path) -> anyhow::Result<(Child, serde_json::Value)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["lb", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("tandem lb exited before it was ready"))?;
+    let ready = line
+        .strip_prefix(super::super::node::READY_PREFIX)
+        .ok_or_else(|| anyhow::anyhow!("unexpected line from tandem lb: {line}"))?;
+    Ok((child, serde_json::from_str(ready)?))
+}
+
+fn frontend(ready: &serde_json::Value, name: &str) -> anyhow::Result<SocketAddr> {
+    Ok(ready["frontends"][name]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no frontend {name}"))?
+        .parse()?)
+}
+
+/// `connections` × `streams` callers doing unary calls back to back for `seconds`, after a
+/// one-second warm-up that is not measured.
+async fn load(addr: SocketAddr, args: &BenchLbArgs) -> anyhow::Result<Load> {
+    let mut clients = Vec::new();
+    for _ in 0..args.connections {
+        clients.push(channel(addr).await?);
+    }
+    let warmup = Instant::now() + Duration::from_secs(1);
+    let end = warmup + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for client in &clients {
+        for _ in 0..args.streams {
+            let mut client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                loop {
+                    let started = Instant::now();
+                    if started >= end {
+                        break;
+                    }
+                    let ok = client
+                        .unary(EchoRequest {
+                            message: "bench".into(),
+                        })
+                        .await
+                        .is_ok();
+                    if started >= warmup {
+                        if ok {
+                            latencies.push(started.elapsed().as_micros() as u64);
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                }
+                (latencies, errors)
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, e) = task.await?;
+        all.extend(latencies);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |us| *us as f64 / 1000.0)
+    };
+    Ok(Load {
+        calls_per_s: all.len() as f64 / args.seconds as f64,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors,
+    })
+}
+
+/// Flips health between the two backends `trials` times; each sample is the time from the
+/// flip to the first call answered by the newly healthy one.
+async fn detection(
+    addr: SocketAddr,
+    pair: &[Arc<TestBackend>; 2],
+    trials: u32,
+    label: &str,
+) -> anyhow::Result<f64> {
+    let mut client = channel(addr).await?;
+    let mut samples = Vec::new();
+    for trial in 0..trials {
+        let (from, to) = if pair[0].is_healthy() {
+            (&pair[0], &pair[1])
+        } else {
+            (&pair[1], &pair[0])
+        };
+        // Settle: the proxy sees `to` down, so ten calls in a row reach `from`.
+        let settle = Instant::now() + Duration::from_secs(60);
+        let mut in_a_row = 0;
+        while in_a_row < 10 {
+            let reply = client
+                .unary(EchoRequest {
+                    message: "x".into(),
+                })
+                .await
+                .map(|r| r.into_inner().server);
+            if reply.as_deref().ok() == Some(from.name.as_str()) {
+                in_a_row += 1;
+            } else {
+                in_a_row = 0;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            anyhow::ensure!(
+                Instant::now() < settle,
+                "{label}: {} never became the only server",
+                from.name
+            );
+        }
+        from.set_healthy(false);
+        to.set_healthy(true);
+        let flipped = Instant::now();
+        loop {
+            let reply = client
+                .unary(EchoRequest {
+                    message: "x".into(),
+                })
+                .await
+                .map(|r| r.into_inner().server);
+            if reply.as_deref().ok() == Some(to.name.as_str()) {
+                break;
+            }
+            anyhow::ensure!(
+                flipped.elapsed() < Duration::from_secs(60),
+                "{label}: traffic never moved to {}",
+                to.name
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ms = flipped.elapsed().as_secs_f64() * 1000.0;
+        println!("detection lb={label} trial={trial} ms={ms:.0}");
+        samples.push(ms);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples.get(samples.len() / 2).copied().unwrap_or(0.0))
+}
+
+pub async fn bench(args: BenchLbArgs) -> anyhow::Result<ExitCode> {
+    ensure_haproxy(&args.haproxy).await?;
+    let mut rr = Vec::new();
+    for i in 0..3 {
+        rr.push(TestBackend::grpc(&format!("rr{i}"), true).await?);
+    }
+    let pair = |prefix: &'static str| async move {
+        anyhow::Ok([
+            Arc::new(TestBackend::grpc(&format!("{prefix}0"), true).await?),
+            Arc::new(TestBackend::grpc(&format!("{prefix}1"), false).await?),
+        ])
+    };
+    let active = pair("active").await?;
+    let tuned = pair("tuned").await?;
+    let rr_refs: Vec<&TestBackend> = rr.iter().collect();
+    let active_refs: Vec<&TestBackend> = active.iter().map(|b| b.as_ref()).collect();
+    let tuned_refs: Vec<&TestBackend> = tuned.iter().map(|b| b.as_ref()).collect();
+
+    let dir = tempfile::tempdir()?;
+    let tandem_file = dir.path().join("lb.toml");
+    std::fs::write(
+        &tandem_file,
+        tandem_config(&rr_refs, &active_refs, &tuned_refs),
+    )?;
+    let ports = (free_port()?, free_port()?, free_port()?);
+    let haproxy_file = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &haproxy_file,
+        haproxy_config(ports, &rr_refs, &active_refs, &tuned_refs),
+    )?;
+
+    let (mut tandem, ready) = start_tandem(&tandem_file).await?;
+    let mut haproxy = Command::new(&args.haproxy)
+        .arg("-db")
+        .arg("-f")
+        .arg(&haproxy_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let haproxy_addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(haproxy_addr(ports.0)).await?;
+
+    let result = async {
+        // Both proxies start their checks now; give every server time to come up.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let t = load(frontend(&ready, "rr")?, &args).await?;
+        println!(
+            "load lb=tandem calls_per_s={:.0} p50_ms={:.2} p99_ms={:.2} errors={}",
+            t.calls_per_s, t.p50_ms, t.p99_ms, t.errors
+        );
+        let h = load(haproxy_addr(ports.0), &args).await?;
+        println!(
+            "load lb=haproxy calls_per_s={:.0} p50_ms={:.2} p99_ms={:.2} errors={}",
+            h.calls_per_s, h.p50_ms, h.p99_ms, h.errors
+        );
+        let td = detection(frontend(&ready, "active")?, &active, args.trials, "tandem").await?;
+        let tt = detection(frontend(&ready, "tuned")?, &tuned, args.trials, "tandem-tuned").await?;
+        let hd = detection(haproxy_addr(ports.1), &active, args.trials, "haproxy").await?;
+        let ht = detection(haproxy_addr(ports.2), &tuned, args.trials, "haproxy-tuned").await?;
+        println!(
+            "bench=lb seconds={} connections={} streams={} backends=3 \
+             tandem_calls_per_s={:.0} haproxy_calls_per_s={:.0} ratio={:.2} \
+             tandem_p50_ms={:.2} tandem_p99_ms={:.2} haproxy_p50_ms={:.2} haproxy_p99_ms={:.2} \
+             tandem_errors={} haproxy_errors={} detection_ms={td:.0} tandem_tuned_detection_ms={tt:.0} \
+             haproxy_detection_ms={hd:.0} haproxy_tuned_detection_ms={ht:.0}",
+            args.seconds,
+            args.connections,
+            args.streams,
+            t.calls_per_s,
+            h.calls_per_s,
+            t.calls_per_s / h.calls_per_s.max(1.0),
+            t.p50_ms,
+            t.p99_ms,
+            h.p50_ms,
+            h.p99_ms,
+            t.errors,
+            h.errors,
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    stop(&mut tandem).await;
+    stop(&mut haproxy).await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
