@@ -492,6 +492,11 @@ async fn admin_shows_status_and_metrics() {
     lb.wait_servers("g", "up").await;
     let mut client = lb.client("f").await;
     call(&mut client).await.unwrap();
+    // The request ends for the lb just after the client has its answer.
+    wait_until(Duration::from_secs(5), || async {
+        lb.status()["groups"][0]["servers"][0]["active_requests"] == 0
+    })
+    .await;
     let admin = lb.running.admin();
     let reply = raw_exchange(
         admin,
