@@ -205,7 +205,10 @@ async fn postgres_terminating_the_lock_connection_moves_leadership() {
             .await
             .unwrap();
     let application = format!("tandem-leader {}/{first}", common::NODE);
-    let terminated = terminate(&admin, &application).await;
+    let terminated = admin
+        .terminate_sessions(&application, &pg.name)
+        .await
+        .unwrap();
     assert_eq!(terminated, 1, "exactly the leader's lock connection");
 
     let second = cluster.wait_active(Some(first)).await;
@@ -214,10 +217,6 @@ async fn postgres_terminating_the_lock_connection_moves_leadership() {
     assert_eq!(status, 503, "{body}");
     sampler.finish().await;
     cluster.stop().await;
-}
-
-async fn terminate(store: &tandem_nodes::store::Store, application: &str) -> usize {
-    store.terminate_sessions(application).await.unwrap()
 }
 
 /// Postgres: when the database goes away the active replica stops claiming health; when it
@@ -249,12 +248,11 @@ async fn postgres_outage_makes_the_leader_unhealthy_until_the_database_returns()
     )
     .await;
     for i in 0..2 {
-        let (status, body) = nodes.health(i).await.unwrap();
-        assert_eq!(status, 503);
-        assert!(
-            body["detail"].as_str().unwrap().contains("database"),
-            "{body}"
-        );
+        wait_until("each replica says the database is unreachable", || async {
+            let (status, body) = nodes.health(i).await.unwrap();
+            status == 503 && body["detail"].as_str().unwrap_or("").contains("database")
+        })
+        .await;
     }
 
     cluster.start_server().unwrap();

@@ -199,27 +199,49 @@ impl Elector {
         self.metrics
             .lease_renewal_seconds
             .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(Ok(())) => self.state.send_modify(|s| {
-                s.database_ok = true;
-                s.lease_valid_until = Some(started + Self::ms(lease));
-            }),
-            Ok(Err(e)) => {
-                self.note_fenced(&e);
-                tracing::warn!(replica = %self.id, epoch, error = %e, "lost leadership");
-                if e.is_unavailable() {
-                    self.metrics.database_errors.inc();
-                    self.step_down(&format!("database unreachable: {e}"), false);
-                } else {
-                    self.step_down(&format!("deposed: {e}"), true);
-                }
+        let error = match result {
+            Ok(Ok(())) => {
+                self.state.send_modify(|s| {
+                    s.database_ok = true;
+                    s.lease_valid_until = Some(started + Self::ms(lease));
+                });
+                return;
             }
+            Ok(Err(e)) => e,
             Err(_) => {
                 self.leadership.reset();
-                self.metrics.database_errors.inc();
-                self.step_down("database unreachable: lease renewal timed out", false);
+                StoreError::Unavailable("lease renewal timed out".into())
             }
+        };
+        // Unhealthy at once, whatever the reason turns out to be.
+        self.state.send_modify(|s| {
+            s.database_ok = false;
+            s.detail = format!("renewal failed: {error}");
+        });
+        // A failed or timed-out renewal (say, of a process stopped mid-call) may mean the database
+        // is gone, or that a standby took over meanwhile: the leader row tells which.
+        let deposed = match &error {
+            StoreError::Fenced { .. } => true,
+            _ => self.superseded(epoch).await,
+        };
+        tracing::warn!(replica = %self.id, epoch, error = %error, deposed, "lost leadership");
+        if deposed {
+            self.metrics.fenced_writes.inc();
+            self.step_down(&format!("deposed: epoch {epoch} was superseded"), true);
+        } else {
+            self.metrics.database_errors.inc();
+            self.step_down(&format!("database unreachable: {error}"), false);
         }
+    }
+
+    /// Whether the database names a leader other than this replica's `epoch`.
+    async fn superseded(&self, epoch: u64) -> bool {
+        let check = tokio::time::timeout(
+            Self::ms(self.cfg.lease_ms),
+            self.store.leader(&self.id.node),
+        )
+        .await;
+        matches!(check, Ok(Ok(Some(leader))) if leader.epoch != epoch || leader.replica != self.id.replica)
     }
 
     /// Publishes passive and leaves the next term to the peers: they may take over once the

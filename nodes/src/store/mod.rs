@@ -183,19 +183,25 @@ async fn connect_postgres(url: &str, timeout: Duration) -> Result<Db, sqlx::Erro
 }
 
 impl Store {
-    /// Postgres only: terminates every session whose `application_name` is `application` and
-    /// returns how many it terminated. Operators (and the failover tests) use it to cut a
+    /// Postgres only: terminates every session on `database` whose `application_name` is
+    /// `application` and returns how many it terminated. Operators (and the failover tests) use it to cut a
     /// replica's lock connection, e.g. `tandem-leader participant1/0`.
-    pub async fn terminate_sessions(&self, application: &str) -> Result<usize, StoreError> {
+    pub async fn terminate_sessions(
+        &self,
+        application: &str,
+        database: &str,
+    ) -> Result<usize, StoreError> {
         let Db::Postgres { pool, .. } = &self.db else {
             return Err(StoreError::Database(
                 "terminating sessions needs Postgres".into(),
             ));
         };
         let terminated: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND datname = $2",
         )
         .bind(application)
+        .bind(database)
         .fetch_all(pool)
         .await?;
         Ok(terminated.into_iter().filter(|t| *t).count())

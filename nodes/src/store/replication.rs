@@ -280,8 +280,9 @@ impl Leadership {
                 match result {
                     Ok(r) => r.rows_affected(),
                     Err(e) => {
+                        // The caller asks the leader row whether this means deposed or down.
                         self.reset();
-                        return Err(self.diagnose_lost_lock(epoch, e.into()).await);
+                        return Err(e.into());
                     }
                 }
             }
@@ -291,23 +292,6 @@ impl Leadership {
         } else {
             self.reset();
             Err(self.fenced(epoch))
-        }
-    }
-
-    /// The lock connection failed. If the database answers on another connection and names a
-    /// newer leader, this replica was deposed (its lock connection terminated by a standby);
-    /// otherwise the database itself is the trouble.
-    async fn diagnose_lost_lock(&self, epoch: u64, error: StoreError) -> StoreError {
-        let check = tokio::time::timeout(
-            std::time::Duration::from_millis(500),
-            self.store.leader(&self.node),
-        )
-        .await;
-        match check {
-            Ok(Ok(Some(leader))) if leader.epoch != epoch || leader.replica != self.replica => {
-                self.fenced(epoch)
-            }
-            _ => error,
         }
     }
 
