@@ -33,11 +33,24 @@ pub enum SpawnError {
     },
 }
 
-/// A running `tandem node` child.
-pub struct NodeProcess {
-    pub ready: Ready,
+/// A running `tandem` child process that announced itself with a ready line of type `R`.
+pub struct ChildProcess<R> {
+    pub ready: R,
     pub log: PathBuf,
     child: Child,
+    pid: u32,
+}
+
+/// A running `tandem node` child.
+pub type NodeProcess = ChildProcess<Ready>;
+
+/// A running `tandem lb` child: its ready line names the admin address and every frontend.
+pub type LbProcess = ChildProcess<LbReady>;
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LbReady {
+    pub admin: std::net::SocketAddr,
+    pub frontends: std::collections::BTreeMap<String, std::net::SocketAddr>,
 }
 
 /// What to run: the `tandem` binary, the topology file and the replica.
@@ -66,88 +79,127 @@ impl NodeProcess {
     /// Starts the replica and waits until it printed its ready line. Its stderr and the rest of
     /// its stdout go to `spec.log`.
     pub async fn spawn(spec: &NodeSpec, timeout: Duration) -> Result<NodeProcess, SpawnError> {
-        let what = spec.name();
-        let io = |source| SpawnError::Io {
-            what: what.clone(),
-            source,
-        };
-        if let Some(dir) = spec.log.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log)
-            .map_err(io)?;
-        let mut child = Command::new(&spec.bin)
-            .arg("node")
-            .arg("--config")
-            .arg(&spec.config)
-            .args(["--node", &spec.node, "--replica", &spec.replica.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log.try_clone().map_err(io)?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(io)?;
-        let Some(stdout) = child.stdout.take() else {
-            return Err(io(std::io::Error::other("no stdout pipe")));
-        };
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(timeout, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(json) = line.strip_prefix(READY_PREFIX) {
-                    return serde_json::from_str::<Ready>(json).ok();
-                }
-            }
-            None
-        })
-        .await;
-        let ready = match ready {
-            Ok(Some(ready)) => ready,
-            Ok(None) => {
-                let status = child
-                    .wait()
-                    .await
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
-                return Err(SpawnError::Exited {
-                    what,
-                    status,
-                    log: spec.log.display().to_string(),
-                    tail: tail(&spec.log, 5),
-                });
-            }
-            Err(_) => {
-                let _ = child.kill().await;
-                return Err(SpawnError::Timeout {
-                    what,
-                    secs: timeout.as_secs(),
-                    log: spec.log.display().to_string(),
-                });
-            }
-        };
-        // Keep draining stdout into the log so the child never blocks on a full pipe.
-        let mut log = tokio::fs::File::from_std(log);
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = log.write_all(format!("{line}\n").as_bytes()).await;
-            }
-        });
-        Ok(NodeProcess {
-            ready,
-            log: spec.log.clone(),
-            child,
-        })
+        let args = [
+            "node".to_string(),
+            "--config".into(),
+            spec.config.display().to_string(),
+            "--node".into(),
+            spec.node.clone(),
+            "--replica".into(),
+            spec.replica.to_string(),
+        ];
+        spawn_child(&spec.bin, &args, &spec.name(), &spec.log, timeout).await
     }
+}
 
+impl LbProcess {
+    /// Starts `tandem lb --config CONFIG` and waits for its ready line.
+    pub async fn spawn_lb(
+        bin: &Path,
+        config: &Path,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<LbProcess, SpawnError> {
+        let args = [
+            "lb".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        spawn_child(bin, &args, "lb", log, timeout).await
+    }
+}
+
+/// Runs `bin args`, waits up to `timeout` for its `TANDEM_READY {json}` line, and sends its stderr
+/// and the rest of its stdout to `log`.
+async fn spawn_child<R: serde::de::DeserializeOwned>(
+    bin: &Path,
+    args: &[String],
+    what: &str,
+    log_path: &Path,
+    timeout: Duration,
+) -> Result<ChildProcess<R>, SpawnError> {
+    let what = what.to_string();
+    let io = |source| SpawnError::Io {
+        what: what.clone(),
+        source,
+    };
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(io)?;
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.try_clone().map_err(io)?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io)?;
+    let pid = child.id().unwrap_or(0);
+    let Some(stdout) = child.stdout.take() else {
+        return Err(io(std::io::Error::other("no stdout pipe")));
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(timeout, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(json) = line.strip_prefix(READY_PREFIX) {
+                return serde_json::from_str::<R>(json).ok();
+            }
+        }
+        None
+    })
+    .await;
+    let ready = match ready {
+        Ok(Some(ready)) => ready,
+        Ok(None) => {
+            let status = child
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            return Err(SpawnError::Exited {
+                what,
+                status,
+                log: log_path.display().to_string(),
+                tail: tail(log_path, 5),
+            });
+        }
+        Err(_) => {
+            let _ = child.kill().await;
+            return Err(SpawnError::Timeout {
+                what,
+                secs: timeout.as_secs(),
+                log: log_path.display().to_string(),
+            });
+        }
+    };
+    // Keep draining stdout into the log so the child never blocks on a full pipe.
+    let mut log = tokio::fs::File::from_std(log);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = log.write_all(format!("{line}\n").as_bytes()).await;
+        }
+    });
+    Ok(ChildProcess {
+        ready,
+        log: log_path.to_path_buf(),
+        child,
+        pid,
+    })
+}
+
+impl<R> ChildProcess<R> {
     pub fn pid(&self) -> u32 {
-        self.ready.pid
+        self.pid
     }
 
     /// Sends `signal` to this child by its pid.
     pub fn signal(&self, signal: Signal) -> nix::Result<()> {
-        let pid = i32::try_from(self.ready.pid).map_err(|_| nix::Error::EINVAL)?;
+        let pid = i32::try_from(self.pid).map_err(|_| nix::Error::EINVAL)?;
         kill(Pid::from_raw(pid), signal)
     }
 

@@ -3,7 +3,7 @@
 //! replicas that die, and stop everything cleanly on Ctrl-C or SIGTERM.
 
 use crate::cli::UpArgs;
-use crate::process::{NodeProcess, NodeSpec};
+use crate::process::{LbProcess, NodeProcess, NodeSpec};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::io::Write;
@@ -75,12 +75,37 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     settle(&mut replicas).await;
     print_table(&replicas);
+    let lb_log = log_dir(&args.data_dir).join("lb.log");
+    let mut lb = match &topology.lb {
+        Some(_) => match LbProcess::spawn_lb(&bin, &config_path, &lb_log, READY_TIMEOUT).await {
+            Ok(lb) => {
+                print_lb(&lb);
+                Some(lb)
+            }
+            Err(e) => {
+                stop_all(&mut replicas).await;
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
     println!(
         "\nTry: tandem admin status --config {} --node participant1   (Ctrl-C stops everything)",
         config_path.display()
     );
-    supervise(&mut replicas, &mut termination).await;
+    supervise(
+        &mut replicas,
+        &mut lb,
+        &bin,
+        &config_path,
+        &lb_log,
+        &mut termination,
+    )
+    .await;
     println!("stopping {} replicas ...", replicas.len());
+    if let Some(lb) = lb.as_mut() {
+        lb.stop(STOP_GRACE).await;
+    }
     stop_all(&mut replicas).await;
     println!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -215,12 +240,43 @@ fn print_table(replicas: &[Replica]) {
     }
 }
 
-/// Until SIGINT/SIGTERM: report role changes and restart replicas that exited.
-async fn supervise(replicas: &mut [Replica], termination: &mut super::Termination) {
+fn print_lb(lb: &LbProcess) {
+    println!(
+        "\nlb (pid {}): admin http://{}/status",
+        lb.pid(),
+        lb.ready.admin
+    );
+    for (name, addr) in &lb.ready.frontends {
+        println!("  frontend {name:<28} {addr}");
+    }
+}
+
+/// Until SIGINT/SIGTERM: report role changes and restart replicas (and the lb) that exited.
+async fn supervise(
+    replicas: &mut [Replica],
+    lb: &mut Option<LbProcess>,
+    bin: &Path,
+    config: &Path,
+    lb_log: &Path,
+    termination: &mut super::Termination,
+) {
     loop {
         tokio::select! {
             () = termination.received() => return,
             () = tokio::time::sleep(SUPERVISE_INTERVAL) => {}
+        }
+        if let Some(status) = lb.as_mut().and_then(LbProcess::try_exit) {
+            println!("{} lb exited ({status}); restarting", clock());
+            *lb = match LbProcess::spawn_lb(bin, config, lb_log, READY_TIMEOUT).await {
+                Ok(new) => {
+                    print_lb(&new);
+                    Some(new)
+                }
+                Err(e) => {
+                    println!("{} lb failed to restart: {e}", clock());
+                    None
+                }
+            };
         }
         for r in replicas.iter_mut() {
             let exited = r.process.as_mut().and_then(NodeProcess::try_exit);
