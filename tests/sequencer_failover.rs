@@ -8,6 +8,7 @@
 use nix::sys::signal::Signal;
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem::process::{NodeProcess, NodeSpec};
@@ -34,13 +35,14 @@ fn topology(storage: &str) -> String {
 }
 
 /// Sends through `endpoints`, moving to the next one when a sequencer is unreachable; a retry
-/// with the same message id that finds it already sequenced counts as sent.
+/// with the same message id that finds it already sequenced counts as sent. Counts into `sent`.
 async fn send_all(
     member: MemberId,
     key: Arc<KeyPair>,
     endpoints: Arc<std::sync::Mutex<Vec<String>>>,
     first: usize,
     everyone: Vec<String>,
+    sent: Arc<AtomicUsize>,
 ) -> usize {
     let mut which = first;
     let mut duplicates = 0;
@@ -71,9 +73,13 @@ async fn send_all(
                 })
             };
             match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-                Ok(Ok(_)) => break,
+                Ok(Ok(_)) => {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
                 Ok(Err(e)) if e == "duplicate" => {
                     duplicates += 1;
+                    sent.fetch_add(1, Ordering::SeqCst);
                     break;
                 }
                 _ => which += 1,
@@ -159,6 +165,7 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
             events
         }));
     }
+    let sent = Arc::new(AtomicUsize::new(0));
     let mut senders = Vec::new();
     for (i, (member, key)) in members.iter().enumerate() {
         senders.push(tokio::spawn(send_all(
@@ -167,11 +174,16 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
             endpoints.clone(),
             i,
             everyone.clone(),
+            sent.clone(),
         )));
     }
 
     // Kill sequencer 0 once traffic flows, and watch its peers mark its writer offline.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let until = Instant::now() + Duration::from_secs(30);
+    while sent.load(Ordering::SeqCst) < MEMBERS * PER_MEMBER / 4 {
+        assert!(Instant::now() < until, "traffic did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let writers = admin
         .writers(pb::WritersRequest {})
         .await
