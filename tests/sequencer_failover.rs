@@ -23,17 +23,6 @@ const OFFLINE_AFTER_MS: u64 = 600;
 const MEMBERS: usize = 4;
 const PER_MEMBER: usize = 60;
 
-fn topology(storage: &str) -> String {
-    let zero = "admin = \"127.0.0.1:0\", health = \"127.0.0.1:0\"";
-    let seq = vec![format!("{{ api = \"127.0.0.1:0\", {zero} }}"); 3].join(", ");
-    format!(
-        "[synchronizer.sequencing]\nheartbeat_interval_ms = 50\noffline_after_ms = {OFFLINE_AFTER_MS}\n\
-         [synchronizer.sequencer]\nstorage = \"{storage}\"\nreplicas = [{seq}]\n\
-         [synchronizer.mediator]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n\
-         [synchronizer.topology_manager]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n"
-    )
-}
-
 /// Sends through `endpoints`, moving to the next one when a sequencer is unreachable; a retry
 /// with the same message id that finds it already sequenced counts as sent. Counts into `sent`.
 async fn send_all(
@@ -100,7 +89,12 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
         (format!("sqlite://{}/seq.db", dir.path().display()), None)
     };
     let config = dir.path().join("topology.toml");
-    std::fs::write(&config, topology(&storage)).unwrap();
+    let sequencing = format!("heartbeat_interval_ms = 50\noffline_after_ms = {OFFLINE_AFTER_MS}");
+    std::fs::write(
+        &config,
+        tandem_nodes::testing::sequencer_topology(&storage, 3, &sequencing),
+    )
+    .unwrap();
     let spec = |replica: u32| NodeSpec {
         bin: PathBuf::from(env!("CARGO_BIN_EXE_tandem")),
         config: config.clone(),

@@ -241,8 +241,3 @@ pub async fn start(
         },
     })
 }
-
-/// The kind of node `name` in `topology`, if it exists.
-pub fn kind_of(topology: &TopologyConfig, name: &str) -> Option<NodeKind> {
-    topology.node(name).map(|n| n.kind)
-}

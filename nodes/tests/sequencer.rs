@@ -23,17 +23,6 @@ struct Synchronizer {
     _pg: Option<PgDatabase>,
 }
 
-fn topology(storage: &str, sequencers: usize) -> String {
-    let zero = "admin = \"127.0.0.1:0\", health = \"127.0.0.1:0\"";
-    let seq = vec![format!("{{ api = \"127.0.0.1:0\", {zero} }}"); sequencers].join(", ");
-    format!(
-        "[synchronizer.sequencing]\nheartbeat_interval_ms = 50\noffline_after_ms = 500\n\
-         [synchronizer.sequencer]\nstorage = \"{storage}\"\nreplicas = [{seq}]\n\
-         [synchronizer.mediator]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n\
-         [synchronizer.topology_manager]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n"
-    )
-}
-
 async fn start(postgres: bool, sequencers: u32) -> Option<Synchronizer> {
     let dir = tempfile::tempdir().unwrap();
     let (storage, pg) = if postgres {
@@ -42,7 +31,12 @@ async fn start(postgres: bool, sequencers: u32) -> Option<Synchronizer> {
     } else {
         (format!("sqlite://{}/seq.db", dir.path().display()), None)
     };
-    let config = TopologyConfig::parse(&topology(&storage, sequencers as usize)).unwrap();
+    let config = TopologyConfig::parse(&tandem_nodes::testing::sequencer_topology(
+        &storage,
+        sequencers as usize,
+        "heartbeat_interval_ms = 50\noffline_after_ms = 500",
+    ))
+    .unwrap();
     let shutdown = CancellationToken::new();
     let mut nodes = Vec::new();
     for i in 0..sequencers {

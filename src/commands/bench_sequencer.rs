@@ -13,20 +13,10 @@ use std::time::{Duration, Instant};
 use tandem_nodes::identity::{KeyPair, MemberId, MemberKind};
 use tandem_nodes::sequencer::client::SequencerClient;
 use tandem_nodes::sequencer::now_us;
-use tandem_nodes::testing::{PgCluster, PgDatabase};
+use tandem_nodes::testing::{sequencer_topology, PgCluster, PgDatabase};
 use tandem_proto::sequencer::v1 as pb;
 use tandem_proto::sequencer::v1::sequencer_admin_service_client::SequencerAdminServiceClient;
 use tokio::sync::Semaphore;
-
-fn topology(storage: &str, sequencers: u32) -> String {
-    let zero = "admin = \"127.0.0.1:0\", health = \"127.0.0.1:0\"";
-    let seq = vec![format!("{{ api = \"127.0.0.1:0\", {zero} }}"); sequencers as usize].join(", ");
-    format!(
-        "[synchronizer.sequencer]\nstorage = \"{storage}\"\nreplicas = [{seq}]\n\
-         [synchronizer.mediator]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n\
-         [synchronizer.topology_manager]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n"
-    )
-}
 
 pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
     if args.sequencers == 0 || args.members == 0 || args.messages == 0 || args.in_flight == 0 {
@@ -54,7 +44,10 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let config = dir.path().join("topology.toml");
-    std::fs::write(&config, topology(&storage, args.sequencers))?;
+    std::fs::write(
+        &config,
+        sequencer_topology(&storage, args.sequencers as usize, ""),
+    )?;
     let bin = std::env::current_exe()?;
     let mut processes = Vec::new();
     for replica in 0..args.sequencers {

@@ -19,16 +19,6 @@ pub enum StoreError {
     Database(String),
 }
 
-impl StoreError {
-    /// Whether the database itself could not be reached (as opposed to refusing a statement).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Unavailable(_) | StoreError::Connect { .. }
-        )
-    }
-}
-
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
