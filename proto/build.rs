@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/tandem/admin/v1/replication.proto",
         "proto/tandem/sequencer/v1/sequencer.proto",
+        "proto/tandem/topology/v1/topology.proto",
+        "proto/tandem/synchronizer/v1/messages.proto",
+        "proto/tandem/mediator/v1/mediator.proto",
     ];
     tonic_prost_build::configure()
         .build_server(true)

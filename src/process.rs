@@ -90,6 +90,37 @@ impl NodeProcess {
         ];
         spawn_child(&spec.bin, &args, &spec.name(), &spec.log, timeout).await
     }
+
+    /// Starts replica `replica` of `node` from `topology` (written to a file in `dir`), then
+    /// records the addresses it bound in `topology`, so nodes started after it find it: how
+    /// port-0 topologies start in order (sequencers, topology manager, mediator, participants).
+    pub async fn spawn_recorded(
+        bin: &Path,
+        dir: &Path,
+        topology: &mut tandem_nodes::config::TopologyConfig,
+        node: &str,
+        replica: u32,
+        timeout: Duration,
+    ) -> Result<NodeProcess, SpawnError> {
+        let config = dir.join(format!("topology-{node}-{replica}.toml"));
+        let what = format!("{node}/{replica}");
+        let text = toml::to_string(topology).map_err(|e| SpawnError::Io {
+            what: what.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(&config, text).map_err(|source| SpawnError::Io { what, source })?;
+        let spec = NodeSpec {
+            bin: bin.to_path_buf(),
+            config,
+            node: node.to_string(),
+            replica,
+            log: dir.join(format!("{node}-{replica}.log")),
+        };
+        let process = NodeProcess::spawn(&spec, timeout).await?;
+        let r = &process.ready;
+        topology.record_bound(node, replica, r.api, r.admin, r.health);
+        Ok(process)
+    }
 }
 
 impl LbProcess {

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tandem::process::{NodeProcess, NodeSpec};
+use tandem_nodes::config::TopologyConfig;
 use tandem_nodes::identity::{KeyPair, MemberId, MemberKind};
+use tandem_nodes::member::admit_within;
 use tandem_nodes::sequencer::client::SequencerClient;
 use tandem_nodes::sequencer::now_us;
 use tandem_nodes::testing::PgDatabase;
@@ -90,11 +92,13 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
     };
     let config = dir.path().join("topology.toml");
     let sequencing = format!("heartbeat_interval_ms = 50\noffline_after_ms = {OFFLINE_AFTER_MS}");
-    std::fs::write(
-        &config,
-        tandem_nodes::testing::sequencer_topology(&storage, 3, &sequencing),
-    )
-    .unwrap();
+    let text = tandem_nodes::testing::synchronizer_topology(
+        &storage,
+        3,
+        "topology_change_delay_ms = 50",
+        &sequencing,
+    );
+    std::fs::write(&config, &text).unwrap();
     let spec = |replica: u32| NodeSpec {
         bin: PathBuf::from(env!("CARGO_BIN_EXE_tandem")),
         config: config.clone(),
@@ -102,6 +106,7 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
         replica,
         log: dir.path().join(format!("sequencer-{replica}.log")),
     };
+    let mut bound = TopologyConfig::parse(&text).unwrap();
     let mut processes = Vec::new();
     for i in 0..3 {
         processes.push(
@@ -110,6 +115,20 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
                 .unwrap(),
         );
     }
+    for (i, p) in (0..).zip(&processes) {
+        bound.record_bound("sequencer", i, p.ready.api, p.ready.admin, p.ready.health);
+    }
+    // The topology manager bootstraps the sequencers and admits the members.
+    let mut tm = NodeProcess::spawn_recorded(
+        &PathBuf::from(env!("CARGO_BIN_EXE_tandem")),
+        dir.path(),
+        &mut bound,
+        "topology-manager",
+        0,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
     let endpoints: Vec<String> = processes
         .iter()
         .map(|p| format!("http://{}", p.ready.api.unwrap()))
@@ -128,13 +147,14 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
             &format!("member{i}"),
             &key.public_key(),
         );
-        admin
-            .register_member(pb::RegisterMemberRequest {
-                member: member.to_string(),
-                public_key: key.public_key().to_vec(),
-            })
-            .await
-            .unwrap();
+        admit_within(
+            &bound.topology_manager_endpoints(),
+            &member,
+            &key,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
         members.push((member, key));
     }
     let everyone: Vec<String> = members.iter().map(|(m, _)| m.to_string()).collect();
@@ -149,10 +169,15 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
         let mut stream = client.subscribe(0).await.unwrap();
         readers.push(tokio::spawn(async move {
             let mut events = Vec::new();
+            let mut messages = 0;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-            while events.len() < MEMBERS * PER_MEMBER {
+            while messages < MEMBERS * PER_MEMBER {
                 match tokio::time::timeout_at(deadline, stream.message()).await {
-                    Ok(Ok(Some(e))) => events.push(e),
+                    Ok(Ok(Some(e))) => {
+                        // The topology manager's broadcasts reach every member too.
+                        messages += usize::from(!e.recipients.iter().any(|r| r == "*"));
+                        events.push(e);
+                    }
                     other => panic!("reader stalled after {} events: {other:?}", events.len()),
                 }
             }
@@ -268,6 +293,7 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
     for p in &mut processes {
         p.stop(Duration::from_secs(10)).await;
     }
+    tm.stop(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

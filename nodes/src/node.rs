@@ -3,16 +3,21 @@
 //! tests call it in-process on `127.0.0.1:0`.
 
 use crate::config::{NodeKind, TopologyConfig};
+use crate::identity::MemberKind;
+use crate::mediator::{Mediator, MediatorAdmin};
 use crate::metrics::NodeMetrics;
 use crate::replica::{self, Addresses, Identity, ReplicaHandle};
-use crate::sequencer::{Sequencer, SequencerAdmin, SequencerApi};
+use crate::sequencer::{Sequencer, SequencerAdmin, SequencerApi, SequencerSettings};
 use crate::store::{Store, StoreError};
+use crate::topology_manager::{TopologyManager, TopologyManagerAdmin};
 use crate::{admin, health};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tandem_proto::mediator::v1::mediator_admin_service_server::MediatorAdminServiceServer;
 use tandem_proto::sequencer::v1::sequencer_admin_service_server::SequencerAdminServiceServer;
 use tandem_proto::sequencer::v1::sequencer_service_server::SequencerServiceServer;
+use tandem_proto::topology::v1::topology_manager_service_server::TopologyManagerServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +59,13 @@ pub struct Ready {
     /// The public API (sequencer API, Ledger API), once the node kind serves one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<SocketAddr>,
+}
+
+/// What an active-passive node kind runs while its replica is active.
+#[derive(Clone)]
+enum ActiveKind {
+    TopologyManager(TopologyManager),
+    Mediator(Mediator),
 }
 
 /// A running replica.
@@ -164,9 +176,23 @@ pub async fn start(
         let (health_tx, health_rx) =
             tokio::sync::watch::channel(Err("sequencer writer starting".to_string()));
         service_health = Some(health_rx);
+        let identity = store
+            .node_identity(node, MemberKind::Sequencer)
+            .await
+            .map_err(|source| NodeError::Store {
+                key: format!("{}.storage", node_ref.key),
+                source,
+            })?;
+        let settings = SequencerSettings {
+            sequencing: topology.synchronizer.sequencing.clone(),
+            topology_change_delay: Duration::from_millis(
+                topology.synchronizer.topology_change_delay_ms,
+            ),
+            identity,
+        };
         let (sequencer, sequencer_tasks) = Sequencer::start(
             store.clone(),
-            topology.synchronizer.sequencing.clone(),
+            settings,
             replica,
             health_tx,
             shutdown.clone(),
@@ -193,6 +219,34 @@ pub async fn start(
             }),
         ));
     }
+    let store_error = |source| NodeError::Store {
+        key: format!("{}.storage", node_ref.key),
+        source,
+    };
+    let mut active_session = None;
+    match node_ref.kind {
+        NodeKind::TopologyManager => {
+            let settings = crate::topology_manager::Settings::from_topology(topology);
+            let tm = TopologyManager::new(store.clone(), node, replica, settings)
+                .await
+                .map_err(store_error)?;
+            admin_routes.add_service(TopologyManagerServiceServer::new(TopologyManagerAdmin(
+                tm.clone(),
+            )));
+            active_session = Some(("topology manager", ActiveKind::TopologyManager(tm)));
+        }
+        NodeKind::Mediator => {
+            let settings = crate::mediator::Settings::from_topology(topology);
+            let mediator = Mediator::new(store.clone(), node, replica, settings)
+                .await
+                .map_err(store_error)?;
+            admin_routes.add_service(MediatorAdminServiceServer::new(MediatorAdmin(
+                mediator.clone(),
+            )));
+            active_session = Some(("mediator", ActiveKind::Mediator(mediator)));
+        }
+        NodeKind::Participant | NodeKind::Sequencer => {}
+    }
     let (handle, elector) = replica::spawn(
         store.clone(),
         identity,
@@ -202,6 +256,26 @@ pub async fn start(
         service_health,
         shutdown.clone(),
     );
+    if let Some((name, kind)) = active_session {
+        let state = handle.subscribe();
+        let shutdown = shutdown.clone();
+        tasks.push((
+            name,
+            tokio::spawn(replica::run_while_active(
+                state,
+                shutdown,
+                move |epoch, stop| {
+                    let kind = kind.clone();
+                    async move {
+                        match kind {
+                            ActiveKind::TopologyManager(tm) => tm.run_active(epoch, stop).await,
+                            ActiveKind::Mediator(m) => m.run_active(epoch, stop).await,
+                        }
+                    }
+                },
+            )),
+        ));
+    }
     let health_app = health::router(handle.clone(), metrics);
     let health_task = tokio::spawn(health::serve_http1(
         health_listener,

@@ -6,103 +6,53 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tandem_nodes::config::TopologyConfig;
 use tandem_nodes::identity::{KeyPair, MemberId, MemberKind};
-use tandem_nodes::node::{self, RunningNode};
 use tandem_nodes::sequencer::client::SequencerClient;
 use tandem_nodes::sequencer::now_us;
-use tandem_nodes::testing::PgDatabase;
+use tandem_nodes::testing::Synchronizer;
 use tandem_proto::sequencer::v1 as pb;
-use tandem_proto::sequencer::v1::sequencer_admin_service_client::SequencerAdminServiceClient;
-use tokio_util::sync::CancellationToken;
-
-struct Synchronizer {
-    sequencers: Vec<RunningNode>,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-    _pg: Option<PgDatabase>,
-}
 
 async fn start(postgres: bool, sequencers: u32) -> Option<Synchronizer> {
-    let dir = tempfile::tempdir().unwrap();
-    let (storage, pg) = if postgres {
-        let db = PgDatabase::fresh()?;
-        (db.url.clone(), Some(db))
-    } else {
-        (format!("sqlite://{}/seq.db", dir.path().display()), None)
-    };
-    let config = TopologyConfig::parse(&tandem_nodes::testing::sequencer_topology(
-        &storage,
-        sequencers as usize,
+    Synchronizer::start(
+        postgres,
+        sequencers,
+        0,
+        "topology_change_delay_ms = 50",
         "heartbeat_interval_ms = 50\noffline_after_ms = 500",
-    ))
-    .unwrap();
-    let shutdown = CancellationToken::new();
-    let mut nodes = Vec::new();
-    for i in 0..sequencers {
-        nodes.push(
-            node::start(&config, "sequencer", i, shutdown.clone())
-                .await
-                .unwrap(),
-        );
-    }
-    Some(Synchronizer {
-        sequencers: nodes,
-        shutdown,
-        _dir: dir,
-        _pg: pg,
-    })
+    )
+    .await
+    .unwrap()
 }
 
-impl Synchronizer {
-    fn endpoint(&self, i: usize) -> String {
-        format!(
-            "http://{}",
-            self.sequencers[i % self.sequencers.len()]
-                .ready
-                .api
-                .unwrap()
-        )
-    }
+async fn admit(sync: &Synchronizer, name: &str) -> (MemberId, Arc<KeyPair>) {
+    sync.admit(MemberKind::Participant, name).await.unwrap()
+}
 
-    async fn admit(&self, name: &str) -> (MemberId, Arc<KeyPair>) {
-        let key = Arc::new(KeyPair::generate().unwrap());
-        let member = MemberId::new(MemberKind::Participant, name, &key.public_key());
-        let admin = format!("http://{}", self.sequencers[0].ready.admin);
-        let mut client = SequencerAdminServiceClient::connect(admin).await.unwrap();
-        client
-            .register_member(pb::RegisterMemberRequest {
-                member: member.to_string(),
-                public_key: key.public_key().to_vec(),
-            })
-            .await
-            .unwrap();
-        (member, key)
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        for node in self.sequencers {
-            node.wait().await.unwrap();
-        }
-    }
+/// The topology manager's broadcasts reach every member's stream too.
+fn is_broadcast(e: &pb::SequencedEvent) -> bool {
+    e.recipients.iter().any(|r| r == "*")
 }
 
 fn in_a_minute() -> i64 {
     now_us() + 60_000_000
 }
 
-/// Reads events from `stream` until `count` arrived (or panics after a deadline).
+/// Reads events from `stream` until `count` events other than broadcasts arrived (or panics
+/// after a deadline); returns them all, broadcasts included.
 async fn collect(
     stream: &mut tonic::Streaming<pb::SequencedEvent>,
     count: usize,
 ) -> Vec<pb::SequencedEvent> {
     let mut events = Vec::new();
+    let mut counted = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while events.len() < count {
+    while counted < count {
         let next = tokio::time::timeout_at(deadline, stream.message()).await;
         match next {
-            Ok(Ok(Some(e))) => events.push(e),
+            Ok(Ok(Some(e))) => {
+                counted += usize::from(!is_broadcast(&e));
+                events.push(e);
+            }
             other => panic!(
                 "stream ended or stalled after {} of {count} events: {other:?}",
                 events.len()
@@ -120,7 +70,7 @@ async fn total_order(postgres: bool) {
     };
     let mut members = Vec::new();
     for i in 0..MEMBERS {
-        members.push(sync.admit(&format!("member{i}")).await);
+        members.push(admit(&sync, &format!("member{i}")).await);
     }
     let everyone: Vec<String> = members.iter().map(|(m, _)| m.to_string()).collect();
 
@@ -157,17 +107,20 @@ async fn total_order(postgres: bool) {
 
     let mut orders = Vec::new();
     for (i, stream) in streams.iter_mut().enumerate() {
-        let events = collect(stream, MEMBERS * PER_MEMBER).await;
+        let all = collect(stream, MEMBERS * PER_MEMBER).await;
         let mut previous = 0;
-        let mut seen = HashSet::new();
-        let mut receipts = 0;
-        for e in &events {
+        for e in &all {
             assert_eq!(
                 e.previous_timestamp_us, previous,
                 "gap in member {i}'s stream"
             );
             assert!(e.timestamp_us > previous, "out of order");
             previous = e.timestamp_us;
+        }
+        let events: Vec<_> = all.into_iter().filter(|e| !is_broadcast(e)).collect();
+        let mut seen = HashSet::new();
+        let mut receipts = 0;
+        for e in &events {
             assert!(
                 seen.insert(e.payload.clone()),
                 "duplicate {:?}",
@@ -208,19 +161,23 @@ async fn total_order(postgres: bool) {
     let mut resumed = client.subscribe(middle).await.unwrap();
     let rest = collect(&mut resumed, MEMBERS * PER_MEMBER - 101).await;
     assert_eq!(rest[0].previous_timestamp_us, middle);
+    assert!(
+        rest.iter().all(|e| !is_broadcast(e)),
+        "no admission after the sends"
+    );
     assert_eq!(
         rest.iter().map(|e| e.timestamp_us).collect::<Vec<_>>(),
         orders[0][101..].iter().map(|(t, _)| *t).collect::<Vec<_>>()
     );
-    sync.stop().await;
+    sync.stop().await.unwrap();
 }
 
 async fn bad_requests_are_refused(postgres: bool) {
     let Some(sync) = start(postgres, 1).await else {
         return;
     };
-    let (alice, alice_key) = sync.admit("alice").await;
-    let (bob, _) = sync.admit("bob").await;
+    let (alice, alice_key) = admit(&sync, "alice").await;
+    let (bob, _) = admit(&sync, "bob").await;
     let mut client = SequencerClient::connect(&sync.endpoint(0), alice.clone(), alice_key.clone())
         .await
         .unwrap();
@@ -298,6 +255,14 @@ async fn bad_requests_are_refused(postgres: bool) {
         "malformed member",
         (malformed, tonic::Code::InvalidArgument, "not a member id"),
     );
+    cases.insert(
+        "broadcast by a participant",
+        (
+            client.request("i", &["*".to_string()], b"x".to_vec(), in_a_minute()),
+            tonic::Code::PermissionDenied,
+            "only the topology manager may broadcast",
+        ),
+    );
     for (what, (request, code, text)) in cases {
         let err = client.send(request).await.unwrap_err();
         assert_eq!(err.code(), code, "{what}: {err:?}");
@@ -317,14 +282,19 @@ async fn bad_requests_are_refused(postgres: bool) {
     // Nothing but the one accepted message was written: alice sees exactly her one receipt.
     let mut stream = client.subscribe(0).await.unwrap();
     let events = collect(&mut stream, 1).await;
-    assert_eq!(events[0].message_id, "once");
+    let last = events.last().unwrap();
+    assert_eq!(last.message_id, "once");
+    assert!(
+        events[..events.len() - 1].iter().all(is_broadcast),
+        "only admissions before it"
+    );
     client
         .send(client.request("marker", &[alice.to_string()], b"m".to_vec(), in_a_minute()))
         .await
         .unwrap();
     let next = collect(&mut stream, 1).await;
     assert_eq!(next[0].message_id, "marker", "no other event in between");
-    sync.stop().await;
+    sync.stop().await.unwrap();
 }
 
 macro_rules! both_backends {

@@ -17,5 +17,29 @@ pub mod sequencer {
     }
 }
 
+/// Topology transactions and the topology manager's admin API.
+pub mod topology {
+    /// Version 1 of the topology API.
+    pub mod v1 {
+        tonic::include_proto!("tandem.topology.v1");
+    }
+}
+
+/// The messages members exchange through the sequencer.
+pub mod synchronizer {
+    /// Version 1 of the synchronizer messages.
+    pub mod v1 {
+        tonic::include_proto!("tandem.synchronizer.v1");
+    }
+}
+
+/// The mediator's admin API.
+pub mod mediator {
+    /// Version 1 of the mediator admin API.
+    pub mod v1 {
+        tonic::include_proto!("tandem.mediator.v1");
+    }
+}
+
 /// The standard gRPC health service (`grpc.health.v1`), served through `tonic-health`.
 pub use tonic_health as health;

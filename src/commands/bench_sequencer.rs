@@ -4,18 +4,18 @@
 //! (from starting `Send` to the event arriving on the member's stream).
 
 use crate::cli::{BenchBackend, BenchSequencerArgs};
-use crate::process::{NodeProcess, NodeSpec};
+use crate::process::NodeProcess;
 use anyhow::{bail, Context};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tandem_nodes::config::TopologyConfig;
 use tandem_nodes::identity::{KeyPair, MemberId, MemberKind};
+use tandem_nodes::member::admit_within;
 use tandem_nodes::sequencer::client::SequencerClient;
 use tandem_nodes::sequencer::now_us;
-use tandem_nodes::testing::{sequencer_topology, PgCluster, PgDatabase};
-use tandem_proto::sequencer::v1 as pb;
-use tandem_proto::sequencer::v1::sequencer_admin_service_client::SequencerAdminServiceClient;
+use tandem_nodes::testing::{synchronizer_topology, PgCluster, PgDatabase};
 use tokio::sync::Semaphore;
 
 pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
@@ -43,24 +43,45 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
             (db.url.clone(), Some(db))
         }
     };
-    let config = dir.path().join("topology.toml");
-    std::fs::write(
-        &config,
-        sequencer_topology(&storage, args.sequencers as usize, ""),
-    )?;
+    let mut topology = TopologyConfig::parse(&synchronizer_topology(
+        &storage,
+        args.sequencers as usize,
+        "topology_change_delay_ms = 50",
+        "",
+    ))?;
     let bin = std::env::current_exe()?;
     let mut processes = Vec::new();
     for replica in 0..args.sequencers {
-        let spec = NodeSpec {
-            bin: bin.clone(),
-            config: config.clone(),
-            node: "sequencer".into(),
-            replica,
-            log: dir.path().join(format!("sequencer-{replica}.log")),
-        };
-        processes.push(NodeProcess::spawn(&spec, Duration::from_secs(30)).await?);
+        processes.push(
+            NodeProcess::spawn_recorded(
+                &bin,
+                dir.path(),
+                &mut topology,
+                "sequencer",
+                replica,
+                Duration::from_secs(30),
+            )
+            .await?,
+        );
     }
-    let result = drive(&args, &processes).await;
+    // The topology manager bootstraps the sequencers and admits the members.
+    let tm = NodeProcess::spawn_recorded(
+        &bin,
+        dir.path(),
+        &mut topology,
+        "topology-manager",
+        0,
+        Duration::from_secs(30),
+    )
+    .await;
+    let result = match tm {
+        Ok(mut tm) => {
+            let result = drive(&args, &processes, &topology.topology_manager_endpoints()).await;
+            tm.stop(Duration::from_secs(10)).await;
+            result
+        }
+        Err(e) => Err(e.into()),
+    };
     for p in &mut processes {
         p.stop(Duration::from_secs(10)).await;
     }
@@ -90,6 +111,7 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
 async fn drive(
     args: &BenchSequencerArgs,
     processes: &[NodeProcess],
+    topology_manager: &[String],
 ) -> anyhow::Result<(Duration, Vec<f64>)> {
     let endpoint = |i: usize| -> anyhow::Result<String> {
         let api = processes[i % processes.len()]
@@ -98,9 +120,6 @@ async fn drive(
             .context("sequencer without API")?;
         Ok(format!("http://{api}"))
     };
-    let mut admin =
-        SequencerAdminServiceClient::connect(format!("http://{}", processes[0].ready.admin))
-            .await?;
     let mut members = Vec::new();
     for i in 0..args.members {
         let key = Arc::new(KeyPair::generate()?);
@@ -109,12 +128,7 @@ async fn drive(
             &format!("bench{i}"),
             &key.public_key(),
         );
-        admin
-            .register_member(pb::RegisterMemberRequest {
-                member: member.to_string(),
-                public_key: key.public_key().to_vec(),
-            })
-            .await?;
+        admit_within(topology_manager, &member, &key, Duration::from_secs(30)).await?;
         members.push((member, key));
     }
     let started = Instant::now();

@@ -14,7 +14,8 @@ pub use lb::{
     UpstreamH2Config, UpstreamProtocol, UpstreamTls,
 };
 pub use schema::{
-    GatewayConfig, NodeConfig, ReplicaConfig, ReplicationConfig, SynchronizerConfig, TopologyConfig,
+    AdmissionConfig, GatewayConfig, NodeConfig, ReplicaConfig, ReplicationConfig,
+    SynchronizerConfig, TopologyConfig,
 };
 pub use sequencing::{SequencingConfig, MAX_TOTAL_NODE_COUNT};
 pub use validate::ConfigError;
@@ -69,6 +70,63 @@ pub struct NodeRef<'a> {
 }
 
 impl TopologyConfig {
+    /// The sequencer API endpoints members connect to (`http://addr`), one per sequencer.
+    pub fn sequencer_endpoints(&self) -> Vec<String> {
+        self.synchronizer
+            .sequencer
+            .replicas
+            .iter()
+            .filter_map(|r| r.api)
+            .map(|a| format!("http://{a}"))
+            .collect()
+    }
+
+    /// The admin endpoints of the topology manager's replicas (`http://addr`).
+    pub fn topology_manager_endpoints(&self) -> Vec<String> {
+        self.synchronizer
+            .topology_manager
+            .replicas
+            .iter()
+            .map(|r| format!("http://{}", r.admin))
+            .collect()
+    }
+
+    /// Records the addresses replica `replica` of `node` bound (when its config said port 0), so
+    /// nodes started after it find it. Returns false if there is no such replica.
+    pub fn record_bound(
+        &mut self,
+        node: &str,
+        replica: u32,
+        api: Option<std::net::SocketAddr>,
+        admin: std::net::SocketAddr,
+        health: std::net::SocketAddr,
+    ) -> bool {
+        let sync = &mut self.synchronizer;
+        let config = if sync.sequencer.name == node {
+            &mut sync.sequencer
+        } else if sync.mediator.name == node {
+            &mut sync.mediator
+        } else if sync.topology_manager.name == node {
+            &mut sync.topology_manager
+        } else if let Some(p) = self.participants.iter_mut().find(|p| p.name == node) {
+            p
+        } else {
+            return false;
+        };
+        let Some(r) = usize::try_from(replica)
+            .ok()
+            .and_then(|i| config.replicas.get_mut(i))
+        else {
+            return false;
+        };
+        if api.is_some() {
+            r.api = api;
+        }
+        r.admin = admin;
+        r.health = health;
+        true
+    }
+
     /// Parses and validates a topology file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -56,6 +56,15 @@ pub struct SynchronizerConfig {
     pub name: String,
     #[serde(default)]
     pub sequencing: super::sequencing::SequencingConfig,
+    /// Topology transactions take effect this long after they are sequenced, so every node
+    /// applies the same topology to the same requests.
+    #[serde(default = "default_topology_change_delay_ms")]
+    pub topology_change_delay_ms: u64,
+    /// A confirmation request without a verdict this long after it was sequenced is rejected.
+    #[serde(default = "default_confirmation_response_timeout_ms")]
+    pub confirmation_response_timeout_ms: u64,
+    #[serde(default)]
+    pub admission: AdmissionConfig,
     pub sequencer: NodeConfig,
     pub mediator: NodeConfig,
     pub topology_manager: NodeConfig,
@@ -63,6 +72,34 @@ pub struct SynchronizerConfig {
 
 fn default_synchronizer_name() -> String {
     "synchronizer1".into()
+}
+
+fn default_topology_change_delay_ms() -> u64 {
+    250
+}
+
+fn default_confirmation_response_timeout_ms() -> u64 {
+    10_000
+}
+
+/// `[synchronizer.admission]`: which participants the topology manager admits by itself.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// An open synchronizer admits every participant that asks; a closed one only those in
+    /// `allow` (others stay proposals until an operator authorizes them).
+    pub open: bool,
+    /// Participant names or full member ids (`PAR::name::1220…`) a closed synchronizer admits.
+    pub allow: Vec<String>,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            open: true,
+            allow: Vec::new(),
+        }
+    }
 }
 
 /// A logical node: one identity, one database, several replicas.

@@ -104,3 +104,50 @@ pub fn spawn(
     };
     (handle, task)
 }
+
+/// Runs `session(epoch, stop)` each time this replica becomes active, and cancels it (waiting
+/// for it to finish) as soon as the replica is no longer active with that epoch, or on
+/// `shutdown`. How active-passive node kinds start and stop what only the active replica does.
+pub async fn run_while_active<F, Fut>(
+    mut state: watch::Receiver<ReplicaState>,
+    shutdown: CancellationToken,
+    session: F,
+) where
+    F: Fn(u64, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let epoch = {
+            let s = state.borrow_and_update();
+            (s.role == Role::Active).then_some(s.epoch)
+        };
+        if let Some(epoch) = epoch {
+            let stop = shutdown.child_token();
+            let task = tokio::spawn(session(epoch, stop.clone()));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    changed = state.changed() => {
+                        let s = state.borrow();
+                        if changed.is_err() || s.role != Role::Active || s.epoch != epoch {
+                            break;
+                        }
+                    }
+                }
+            }
+            stop.cancel();
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "active session failed");
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+            // The state that ended the session may already be the next one.
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = state.changed() => if changed.is_err() { return },
+        }
+    }
+}

@@ -5,8 +5,10 @@ use super::writer::{SendError, Submission};
 use super::{
     acknowledge_signing_bytes, now_us, send_signing_bytes, subscribe_signing_bytes, Sequencer,
 };
+use crate::identity::MemberKind;
 use crate::identity::{verify, MemberId};
 use crate::store::sequencer::{NewEvent, StoredEvent};
+use crate::topology::{Mapping, SignedTransaction, TopologyState, Transaction, BROADCAST};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tandem_proto::sequencer::v1 as pb;
@@ -67,6 +69,25 @@ impl Sequencer {
         if r.recipients.is_empty() {
             return Err(Status::invalid_argument("recipients: names nobody"));
         }
+        if r.recipients.iter().any(|x| x == BROADCAST) {
+            if r.recipients.len() != 1 {
+                return Err(Status::invalid_argument(
+                    "recipients: a broadcast (*) names no one else",
+                ));
+            }
+            if self
+                .members
+                .trust_root()
+                .await
+                .map_err(store_unavailable)?
+                .as_deref()
+                != Some(r.sender.as_str())
+            {
+                return Err(Status::permission_denied(
+                    "recipients: only the topology manager may broadcast (*)",
+                ));
+            }
+        }
         if r.recipients.len() > self.config.max_recipients {
             return Err(Status::invalid_argument(format!(
                 "recipients: at most {} allowed",
@@ -80,12 +101,13 @@ impl Sequencer {
                     "recipients: {recipient} is listed twice"
                 )));
             }
-            if self
-                .members
-                .key_of(recipient)
-                .await
-                .map_err(store_unavailable)?
-                .is_none()
+            if recipient != BROADCAST
+                && self
+                    .members
+                    .key_of(recipient)
+                    .await
+                    .map_err(store_unavailable)?
+                    .is_none()
             {
                 return Err(Status::invalid_argument(format!(
                     "recipients: {recipient} is not a member of this synchronizer"
@@ -110,7 +132,7 @@ impl Sequencer {
 
 fn to_proto(e: StoredEvent, member: &str, previous: i64) -> pb::SequencedEvent {
     let is_sender = e.sender == member;
-    let is_recipient = e.recipients.iter().any(|r| r == member);
+    let is_recipient = e.recipients.iter().any(|r| r == member || r == BROADCAST);
     pb::SequencedEvent {
         timestamp_us: e.ts,
         previous_timestamp_us: previous,
@@ -288,41 +310,54 @@ async fn deliver(
 
 #[tonic::async_trait]
 impl pb::sequencer_admin_service_server::SequencerAdminService for SequencerAdmin {
-    async fn register_member(
+    async fn bootstrap(
         &self,
-        request: Request<pb::RegisterMemberRequest>,
-    ) -> Result<Response<pb::RegisterMemberResponse>, Status> {
-        let r = request.into_inner();
-        let member =
-            MemberId::parse(&r.member).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        member
-            .check_key(&r.public_key)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        crate::identity::check_public_key(&r.public_key)
-            .map_err(|e| Status::invalid_argument(format!("public_key: {e}")))?;
-        let new = self
+        request: Request<pb::BootstrapRequest>,
+    ) -> Result<Response<pb::BootstrapResponse>, Status> {
+        let genesis = request
+            .into_inner()
+            .genesis
+            .ok_or_else(|| Status::invalid_argument("genesis: missing"))?;
+        let genesis = SignedTransaction::try_from(&genesis).map_err(|e| e.to_status())?;
+        let (root, key) = match &genesis.transaction.mapping {
+            Mapping::Member { member, public_key }
+                if member.kind == MemberKind::TopologyManager =>
+            {
+                (member.to_string(), public_key.clone())
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "genesis: must be the topology manager's admission of itself",
+                ))
+            }
+        };
+        // A self-signed admission with serial 1 is exactly what an empty state accepts.
+        let check = TopologyState::new()
+            .check(&genesis)
+            .map_err(|e| e.to_status())?;
+        if !check.missing.is_empty() {
+            return Err(Status::invalid_argument(
+                "genesis: must be signed by the topology manager's own key",
+            ));
+        }
+        let (current, current_key) = self
             .0
             .store
-            .register_member(&r.member, &r.public_key, now_us())
+            .set_trust_root(&root, &key)
             .await
             .map_err(store_unavailable)?;
-        if !new {
-            let known = self
-                .0
-                .members
-                .key_of(&r.member)
-                .await
-                .map_err(store_unavailable)?;
-            if known.as_deref() != Some(&r.public_key[..]) {
-                return Err(Status::already_exists(format!(
-                    "{} is registered with another key",
-                    r.member
-                )));
-            }
+        if current != root || current_key != key {
+            return Err(Status::failed_precondition(format!(
+                "this synchronizer was bootstrapped by {current}, not {root}"
+            )));
         }
-        self.0.members.reload().await.map_err(store_unavailable)?;
-        Ok(Response::new(pb::RegisterMemberResponse {
-            newly_registered: new,
+        self.0.members.refresh().await.map_err(store_unavailable)?;
+        let (member, own_key) = &*self.0.identity;
+        let admission =
+            SignedTransaction::unsigned(Transaction::admission(member, &own_key.public_key()))
+                .sign(own_key);
+        Ok(Response::new(pb::BootstrapResponse {
+            sequencer_admission: Some((&admission).into()),
         }))
     }
 
@@ -330,7 +365,7 @@ impl pb::sequencer_admin_service_server::SequencerAdminService for SequencerAdmi
         &self,
         _: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
-        self.0.members.reload().await.map_err(store_unavailable)?;
+        self.0.members.refresh().await.map_err(store_unavailable)?;
         Ok(Response::new(pb::ListMembersResponse {
             members: self.0.members.all(),
         }))

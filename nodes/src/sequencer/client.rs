@@ -33,6 +33,25 @@ impl SequencerClient {
         })
     }
 
+    /// A client that dials `endpoint` on first use (and again after a failure).
+    pub fn lazy(
+        endpoint: &str,
+        member: MemberId,
+        key: Arc<KeyPair>,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+            .connect_timeout(std::time::Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+            .keep_alive_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Self {
+            member,
+            key,
+            client: SequencerServiceClient::new(channel),
+        })
+    }
+
     /// A signed submission request.
     pub fn request(
         &self,

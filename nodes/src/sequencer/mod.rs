@@ -16,9 +16,10 @@ mod writer;
 
 pub use api::{SequencerAdmin, SequencerApi};
 pub use head::Head;
+pub(crate) use members::decode_broadcast;
 
 use crate::config::SequencingConfig;
-use crate::identity::canonical;
+use crate::identity::{canonical, KeyPair, MemberId};
 use crate::store::Store;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Notify};
@@ -78,7 +79,17 @@ pub struct Sequencer {
     pub(crate) head: watch::Receiver<Head>,
     pub(crate) members: Arc<members::Members>,
     pub(crate) writer: watch::Receiver<writer::WriterStatus>,
+    /// The sequencer's own identity, which the topology manager admits at bootstrap.
+    pub(crate) identity: Arc<(MemberId, KeyPair)>,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// What a sequencer is started with besides its store.
+pub struct SequencerSettings {
+    pub sequencing: SequencingConfig,
+    /// Admissions take effect this long after they are sequenced.
+    pub topology_change_delay: std::time::Duration,
+    pub identity: (MemberId, KeyPair),
 }
 
 impl Sequencer {
@@ -86,11 +97,16 @@ impl Sequencer {
     /// `Ok` while the writer is online, and why not otherwise.
     pub fn start(
         store: Store,
-        config: SequencingConfig,
+        settings: SequencerSettings,
         preferred: u32,
         health: watch::Sender<Result<(), String>>,
         shutdown: CancellationToken,
     ) -> (Sequencer, Vec<JoinHandle<()>>) {
+        let SequencerSettings {
+            sequencing: config,
+            topology_change_delay,
+            identity,
+        } = settings;
         let wake = Arc::new(Notify::new());
         let (head_tx, head_rx) = watch::channel(Head::default());
         let (submissions_tx, submissions_rx) = mpsc::channel(4096);
@@ -128,7 +144,12 @@ impl Sequencer {
             }
         });
         let sequencer = Sequencer {
-            members: Arc::new(members::Members::new(store.clone())),
+            members: Arc::new(members::Members::new(
+                store.clone(),
+                head_rx.clone(),
+                topology_change_delay,
+            )),
+            identity: Arc::new(identity),
             store,
             config,
             submissions: submissions_tx,

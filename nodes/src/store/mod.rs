@@ -5,8 +5,11 @@
 
 mod error;
 mod fenced;
+pub mod mediator;
 mod replication;
 pub mod sequencer;
+mod sql;
+pub mod synchronizer;
 
 pub use error::StoreError;
 pub use fenced::{Fence, FencedTx};

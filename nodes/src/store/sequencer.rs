@@ -1,9 +1,10 @@
-//! The sequencer's store (design.md §5.1): members and their keys, the writers sharing the
+//! The sequencer's store (design.md §5.1): the writers sharing the
 //! database (index, online, watermark, session), the events in timestamp order and who may read
 //! each. Every event write is fenced by the writer's session: a writer its peers marked offline
 //! cannot write until it has recovered and rejoined.
 
 use super::{Db, Store, StoreError};
+use crate::topology::BROADCAST;
 use sqlx::Row;
 
 /// One message to sequence, as the writer hands it to the store.
@@ -63,42 +64,25 @@ macro_rules! q {
 }
 
 impl Store {
-    /// Records a member's key; returns false if it was already registered with the same key.
-    pub async fn register_member(
+    /// Broadcasts by `sender` (the topology manager) with `after < ts <= up_to`, oldest first:
+    /// how a sequencer learns the topology it admits members by.
+    pub async fn broadcasts(
         &self,
-        member: &str,
-        public_key: &[u8],
-        now_us: i64,
-    ) -> Result<bool, StoreError> {
-        let sql = q!(self.db(),
-            "INSERT INTO sequencer_members (member, public_key, registered_at_us) VALUES (?1, ?2, ?3) ON CONFLICT (member) DO NOTHING",
-            "INSERT INTO sequencer_members (member, public_key, registered_at_us) VALUES ($1, $2, $3) ON CONFLICT (member) DO NOTHING");
-        let rows = match self.db() {
-            Db::Sqlite(p) => sqlx::query(sql)
-                .bind(member)
-                .bind(public_key)
-                .bind(now_us)
-                .execute(p)
-                .await?
-                .rows_affected(),
-            Db::Postgres { pool, .. } => sqlx::query(sql)
-                .bind(member)
-                .bind(public_key)
-                .bind(now_us)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-        };
-        Ok(rows == 1)
-    }
-
-    /// Every registered member and its public key.
-    pub async fn members_with_keys(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let sql = "SELECT member, public_key FROM sequencer_members ORDER BY member";
-        Ok(match self.db() {
-            Db::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await?,
-            Db::Postgres { pool, .. } => sqlx::query_as(sql).fetch_all(pool).await?,
-        })
+        sender: &str,
+        after: i64,
+        up_to: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        Ok(super::sql::fetch!(
+            self,
+            fetch_all,
+            (i64, Vec<u8>),
+            "SELECT e.ts, e.payload FROM sequencer_deliveries d JOIN sequencer_events e ON e.ts = d.ts \
+             WHERE d.member = '*' AND e.sender = $1 AND d.ts > $2 AND d.ts <= $3 \
+               AND e.error_code IS NULL ORDER BY d.ts",
+            sender,
+            after,
+            up_to
+        ))
     }
 
     pub async fn writers(&self) -> Result<Vec<WriterRow>, StoreError> {
@@ -266,10 +250,10 @@ impl Store {
         let sql = q!(self.db(),
             "SELECT e.ts, e.sender, e.message_id, e.recipients, e.payload, e.error_code, e.error_message \
              FROM sequencer_deliveries d JOIN sequencer_events e ON e.ts = d.ts \
-             WHERE d.member = ?1 AND d.ts > ?2 AND d.ts <= ?3 ORDER BY d.ts LIMIT ?4",
+             WHERE d.member IN (?1, '*') AND d.ts > ?2 AND d.ts <= ?3 ORDER BY d.ts LIMIT ?4",
             "SELECT e.ts, e.sender, e.message_id, e.recipients, e.payload, e.error_code, e.error_message \
              FROM sequencer_deliveries d JOIN sequencer_events e ON e.ts = d.ts \
-             WHERE d.member = $1 AND d.ts > $2 AND d.ts <= $3 ORDER BY d.ts LIMIT $4");
+             WHERE d.member IN ($1, '*') AND d.ts > $2 AND d.ts <= $3 ORDER BY d.ts LIMIT $4");
         macro_rules! fetch {
             ($pool:expr) => {
                 sqlx::query(sql)
@@ -306,8 +290,8 @@ impl Store {
     pub async fn previous_event_of(&self, member: &str, ts: i64) -> Result<i64, StoreError> {
         let sql = q!(
             self.db(),
-            "SELECT MAX(ts) FROM sequencer_deliveries WHERE member = ?1 AND ts <= ?2",
-            "SELECT MAX(ts) FROM sequencer_deliveries WHERE member = $1 AND ts <= $2"
+            "SELECT MAX(ts) FROM sequencer_deliveries WHERE member IN (?1, '*') AND ts <= ?2",
+            "SELECT MAX(ts) FROM sequencer_deliveries WHERE member IN ($1, '*') AND ts <= $2"
         );
         let prev: Option<i64> = match self.db() {
             Db::Sqlite(p) => {
@@ -366,10 +350,14 @@ impl Store {
 }
 
 /// Who reads an event: its recipients and its sender, or only the sender for an error.
+/// Who reads an event: its recipients and its sender; a broadcast is read by everyone through its
+/// one `*` row.
 fn readers(e: &NewEvent) -> std::collections::BTreeSet<&str> {
     let sender = std::iter::once(e.sender.as_str());
     if e.error.is_some() {
         sender.collect()
+    } else if e.recipients.iter().any(|r| r == BROADCAST) {
+        std::iter::once(BROADCAST).collect()
     } else {
         e.recipients
             .iter()

@@ -1,20 +1,31 @@
-//! Fixtures for tests and benchmarks: a throwaway Postgres cluster and topologies on port 0. Compiled into the library
-//! (not only under `cfg(test)`) because `tandem bench` starts one too.
+//! Fixtures for tests and benchmarks: a throwaway Postgres cluster, topologies on port 0 and an
+//! in-process synchronizer. Compiled into the library (not only under `cfg(test)`) because
+//! `tandem bench` uses them too.
 
 mod postgres;
+mod synchronizer;
 
 pub use postgres::{PgCluster, PgDatabase};
+pub use synchronizer::Synchronizer;
 
-/// A topology of `sequencers` sequencers (and the one mediator and topology manager the schema
-/// requires, never started) on `storage`, every port 0. `sequencing` is extra TOML for
-/// `[synchronizer.sequencing]`, e.g. `"offline_after_ms = 600"`.
-pub fn sequencer_topology(storage: &str, sequencers: usize, sequencing: &str) -> String {
+/// A synchronizer topology on `storage` with every port 0: `sequencers` sequencers, and two
+/// replicas each of the mediator and the topology manager. `synchronizer` is extra TOML for
+/// `[synchronizer]` (e.g. `"topology_change_delay_ms = 50"`), `sequencing` for
+/// `[synchronizer.sequencing]` (e.g. `"offline_after_ms = 600"`).
+pub fn synchronizer_topology(
+    storage: &str,
+    sequencers: usize,
+    synchronizer: &str,
+    sequencing: &str,
+) -> String {
     let zero = "admin = \"127.0.0.1:0\", health = \"127.0.0.1:0\"";
     let seq = vec![format!("{{ api = \"127.0.0.1:0\", {zero} }}"); sequencers].join(", ");
+    let pair = format!("{{ {zero} }}, {{ {zero} }}");
     format!(
-        "[synchronizer.sequencing]\n{sequencing}\n\
+        "[synchronizer]\n{synchronizer}\n\
+         [synchronizer.sequencing]\n{sequencing}\n\
          [synchronizer.sequencer]\nstorage = \"{storage}\"\nreplicas = [{seq}]\n\
-         [synchronizer.mediator]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n\
-         [synchronizer.topology_manager]\nstorage = \"{storage}\"\nreplicas = [{{ {zero} }}]\n"
+         [synchronizer.mediator]\nstorage = \"{storage}\"\nreplicas = [{pair}]\n\
+         [synchronizer.topology_manager]\nstorage = \"{storage}\"\nreplicas = [{pair}]\n"
     )
 }

@@ -1,0 +1,530 @@
+//! The mediator (design.md §5.2), active-passive. The active replica asks the topology manager
+//! to admit it, follows its sequencer subscription from where the previous active stopped,
+//! aggregates confirmation responses per `aggregation`, and sends each verdict to the submitter
+//! and every informee participant. Every event is processed in one fenced transaction with the
+//! subscription cursor, and pending requests (with their votes) live in the shared database, so
+//! a newly active replica resumes them and reaches the same verdicts.
+
+pub mod aggregation;
+
+use crate::config::TopologyConfig;
+use crate::identity::{KeyPair, MemberId, MemberKind};
+use crate::member::{self, Member, Sent};
+use crate::sequencer::now_us;
+use crate::store::mediator::StoredRequest;
+use crate::store::synchronizer::{StoredTopology, TopologyStatus};
+use crate::store::{Fence, FencedTx, Store, StoreError};
+use crate::topology::{SignedTransaction, TopologyState, BROADCAST};
+use aggregation::{Aggregation, Outcome, Vote, MALFORMED_REQUEST};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_proto::mediator::v1 as apb;
+use tandem_proto::sequencer::v1::SequencedEvent;
+use tandem_proto::synchronizer::v1 as msg;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// A request is timed out this long after its deadline by the mediator's clock, so responses
+/// sequenced just before the deadline have been read.
+const TIMEOUT_GRACE_US: i64 = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub delay_us: i64,
+    pub timeout_ms: u64,
+    pub sequencer_endpoints: Vec<String>,
+    pub topology_manager_endpoints: Vec<String>,
+}
+
+impl Settings {
+    pub fn from_topology(t: &TopologyConfig) -> Settings {
+        let sync = &t.synchronizer;
+        Settings {
+            delay_us: i64::try_from(sync.topology_change_delay_ms)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
+            timeout_ms: sync.confirmation_response_timeout_ms,
+            sequencer_endpoints: t.sequencer_endpoints(),
+            topology_manager_endpoints: t.topology_manager_endpoints(),
+        }
+    }
+}
+
+struct Inner {
+    node: String,
+    replica: u32,
+    store: Store,
+    id: MemberId,
+    key: Arc<KeyPair>,
+    settings: Settings,
+    active: Mutex<bool>,
+}
+
+#[derive(Clone)]
+pub struct Mediator(Arc<Inner>);
+
+/// A request and its aggregation, as kept in memory while active.
+struct Pending {
+    row: StoredRequest,
+    aggregation: Aggregation,
+}
+
+impl Pending {
+    fn decide(&mut self, outcome: Outcome) {
+        let (state, verdict) = verdict_of(&self.row, outcome);
+        self.row.state = state.into();
+        self.row.verdict = Some(verdict);
+    }
+
+    fn sync_aggregation(&mut self) {
+        self.row.aggregation = serde_json::to_string(&self.aggregation).unwrap_or_default();
+    }
+}
+
+fn verdict_of(row: &StoredRequest, outcome: Outcome) -> (&'static str, Vec<u8>) {
+    let verdict = match outcome {
+        Outcome::Approved => msg::Verdict {
+            request_ts_us: row.request_ts,
+            submission_id: row.submission_id.clone(),
+            approved: true,
+            ..Default::default()
+        },
+        Outcome::Rejected {
+            code,
+            reason,
+            parties,
+        } => msg::Verdict {
+            request_ts_us: row.request_ts,
+            submission_id: row.submission_id.clone(),
+            approved: false,
+            code: code.into(),
+            reason,
+            parties,
+        },
+    };
+    let state = if verdict.approved {
+        "approved"
+    } else {
+        "rejected"
+    };
+    let envelope = msg::SynchronizerMessage {
+        message: Some(msg::synchronizer_message::Message::Verdict(verdict)),
+    };
+    (state, prost::Message::encode_to_vec(&envelope))
+}
+
+/// A decided verdict waiting to be sent.
+struct Outgoing {
+    request_ts: i64,
+    recipients: Vec<String>,
+    payload: Vec<u8>,
+}
+
+impl Mediator {
+    pub async fn new(
+        store: Store,
+        node: &str,
+        replica: u32,
+        settings: Settings,
+    ) -> Result<Mediator, StoreError> {
+        let (id, key) = store.node_identity(node, MemberKind::Mediator).await?;
+        Ok(Mediator(Arc::new(Inner {
+            node: node.to_string(),
+            replica,
+            store,
+            id,
+            key: Arc::new(key),
+            settings,
+            active: Mutex::new(false),
+        })))
+    }
+
+    pub fn id(&self) -> &MemberId {
+        &self.0.id
+    }
+
+    /// What the active replica does while it holds `epoch`, until `stop`.
+    pub async fn run_active(self, epoch: u64, stop: CancellationToken) {
+        let s = &self.0.settings;
+        if member::admitted(
+            &s.topology_manager_endpoints,
+            &self.0.id,
+            &self.0.key,
+            &stop,
+        )
+        .await
+        .is_none()
+        {
+            return;
+        }
+        let fence = Fence {
+            node: self.0.node.clone(),
+            replica: self.0.replica,
+            epoch,
+        };
+        let member = match Member::new(
+            self.0.id.clone(),
+            self.0.key.clone(),
+            &s.sequencer_endpoints,
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "bad sequencer endpoint");
+                return;
+            }
+        };
+        *self.0.active.lock().await = true;
+        tracing::info!(member = %self.0.id, epoch, "mediator active");
+        if let Err(e) = self
+            .clone()
+            .process(fence.clone(), member.clone(), stop.clone())
+            .await
+        {
+            tracing::error!(error = %e, "mediator session ended");
+        }
+        *self.0.active.lock().await = false;
+    }
+
+    async fn process(
+        self,
+        fence: Fence,
+        member: Member,
+        stop: CancellationToken,
+    ) -> Result<(), StoreError> {
+        let store = &self.0.store;
+        let node = &self.0.node;
+        let mut topology = TopologyState::new();
+        for row in store.topology_transactions(node).await? {
+            if let Ok(signed) = SignedTransaction::decode(&row.signed) {
+                if let Err(e) = topology.apply(&signed, row.effective_us.unwrap_or(0)) {
+                    tracing::warn!(hash = row.hash, error = %e, "stored transaction does not apply");
+                }
+            }
+        }
+        let mut pending: BTreeMap<i64, Pending> = BTreeMap::new();
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        for row in store.mediator_open_requests(node).await? {
+            let aggregation = serde_json::from_str(&row.aggregation).map_err(|e| {
+                StoreError::Database(format!("request {}: bad aggregation: {e}", row.request_ts))
+            })?;
+            let p = Pending { row, aggregation };
+            if let (Some(payload), false) = (&p.row.verdict, p.row.verdict_sent) {
+                let _ = out_tx.send(outgoing(&p, payload.clone()));
+            }
+            if p.row.state == "pending" {
+                pending.insert(p.row.request_ts, p);
+            }
+        }
+        let sender = tokio::spawn(send_verdicts(
+            member.clone(),
+            store.clone(),
+            fence.clone(),
+            node.clone(),
+            out_rx,
+            stop.clone(),
+        ));
+        let from = store.member_cursor(node).await?;
+        let mut events = member.subscribe(from, stop.clone());
+        let result = loop {
+            let next_deadline = pending
+                .values()
+                .map(|p| p.row.deadline_us + TIMEOUT_GRACE_US)
+                .min();
+            let sleep = next_deadline.map_or(Duration::from_secs(3600), |d| {
+                Duration::from_micros(u64::try_from(d - now_us()).unwrap_or(0))
+            });
+            tokio::select! {
+                () = stop.cancelled() => break Ok(()),
+                event = events.recv() => {
+                    let Some(event) = event else { break Ok(()) };
+                    if let Err(e) = self.on_event(&fence, &mut topology, &mut pending, &out_tx, event).await {
+                        break Err(e);
+                    }
+                }
+                () = tokio::time::sleep(sleep) => {
+                    if let Err(e) = self.time_out(&fence, &mut pending, &out_tx).await {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        stop.cancel();
+        let _ = sender.await;
+        result
+    }
+
+    async fn on_event(
+        &self,
+        fence: &Fence,
+        topology: &mut TopologyState,
+        pending: &mut BTreeMap<i64, Pending>,
+        out: &mpsc::UnboundedSender<Outgoing>,
+        event: SequencedEvent,
+    ) -> Result<(), StoreError> {
+        let node = &self.0.node;
+        let ts = event.timestamp_us;
+        let mut db = self.0.store.begin_fenced(fence).await?;
+        let message = (event.deliver_error.is_none() && !event.payload.is_empty())
+            .then(|| <msg::SynchronizerMessage as prost::Message>::decode(&event.payload[..]).ok())
+            .flatten()
+            .and_then(|m| m.message);
+        let mut decided = None;
+        match message {
+            // Only the topology manager may broadcast; a topology message sent any other way
+            // is ignored.
+            Some(msg::synchronizer_message::Message::Topology(b))
+                if event.recipients.iter().any(|r| r == BROADCAST) =>
+            {
+                for t in &b.transactions {
+                    let Ok(signed) = SignedTransaction::try_from(t) else {
+                        continue;
+                    };
+                    let effective = ts + self.0.settings.delay_us;
+                    if let Err(e) = topology.apply(&signed, effective) {
+                        tracing::warn!(error = %e, "ignoring a topology transaction");
+                        continue;
+                    }
+                    let row = StoredTopology {
+                        hash: signed.transaction.hash(),
+                        signed: signed.encode(),
+                        status: TopologyStatus::Sequenced,
+                        sequenced_us: Some(ts),
+                        effective_us: Some(effective),
+                    };
+                    db.save_topology(node, &row, None).await?;
+                }
+            }
+            Some(msg::synchronizer_message::Message::ConfirmationRequest(r)) => {
+                let submitter = event.sender.clone();
+                let row = StoredRequest {
+                    request_ts: ts,
+                    submitter: submitter.clone(),
+                    submission_id: r.submission_id.clone(),
+                    deadline_us: ts
+                        + i64::try_from(self.0.settings.timeout_ms).unwrap_or(i64::MAX / 1000)
+                            * 1000,
+                    state: "pending".into(),
+                    aggregation: String::new(),
+                    verdict: None,
+                    verdict_sent: false,
+                };
+                let is_participant =
+                    MemberId::parse(&submitter).is_ok_and(|m| m.kind == MemberKind::Participant);
+                let (aggregation, malformed) = match Aggregation::new(&submitter, &r, topology, ts)
+                {
+                    Ok(a) if is_participant => (a, None),
+                    Ok(a) => (a, Some(format!("{submitter} is not a participant"))),
+                    Err(why) => (
+                        Aggregation {
+                            views: Vec::new(),
+                            recipients: [submitter.clone()].into(),
+                        },
+                        Some(why),
+                    ),
+                };
+                let mut p = Pending { row, aggregation };
+                p.sync_aggregation();
+                if let Some(why) = malformed {
+                    tracing::info!(request_ts = ts, %why, "malformed confirmation request");
+                    p.decide(Outcome::Rejected {
+                        code: MALFORMED_REQUEST,
+                        reason: why,
+                        parties: Vec::new(),
+                    });
+                } else if let Some(outcome) = p.aggregation.outcome() {
+                    p.decide(outcome);
+                }
+                db.save_mediator_request(node, &p.row).await?;
+                if p.row.verdict.is_some() {
+                    decided = Some(p);
+                } else {
+                    pending.insert(ts, p);
+                }
+            }
+            Some(msg::synchronizer_message::Message::ConfirmationResponse(r)) => {
+                match pending.get_mut(&r.request_ts_us) {
+                    Some(p) if ts <= p.row.deadline_us => {
+                        let mut counted = false;
+                        for vote in p.aggregation.respond(&event.sender, &r) {
+                            match vote {
+                                Vote::Counted => counted = true,
+                                Vote::Ignored(why) => {
+                                    tracing::debug!(request_ts = r.request_ts_us, %why, "response ignored")
+                                }
+                                Vote::Equivocation(why) => {
+                                    tracing::warn!(request_ts = r.request_ts_us, %why, "equivocation")
+                                }
+                            }
+                        }
+                        if counted {
+                            p.sync_aggregation();
+                            if let Some(outcome) = p.aggregation.outcome() {
+                                p.decide(outcome);
+                            }
+                            db.save_mediator_request(node, &p.row).await?;
+                            if p.row.verdict.is_some() {
+                                decided = pending.remove(&r.request_ts_us);
+                            }
+                        }
+                    }
+                    Some(_) => {
+                        tracing::debug!(request_ts = r.request_ts_us, "late response ignored")
+                    }
+                    None => tracing::debug!(
+                        request_ts = r.request_ts_us,
+                        "response to no pending request"
+                    ),
+                }
+            }
+            _ => {}
+        }
+        db.set_member_cursor(node, ts).await?;
+        db.commit().await?;
+        if let Some(p) = decided {
+            if let Some(payload) = p.row.verdict.clone() {
+                let _ = out.send(outgoing(&p, payload));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rejects every pending request whose deadline passed.
+    async fn time_out(
+        &self,
+        fence: &Fence,
+        pending: &mut BTreeMap<i64, Pending>,
+        out: &mpsc::UnboundedSender<Outgoing>,
+    ) -> Result<(), StoreError> {
+        let now = now_us();
+        let due: Vec<i64> = pending
+            .values()
+            .filter(|p| p.row.deadline_us + TIMEOUT_GRACE_US <= now)
+            .map(|p| p.row.request_ts)
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut db: FencedTx = self.0.store.begin_fenced(fence).await?;
+        let mut done = Vec::new();
+        for ts in due {
+            if let Some(mut p) = pending.remove(&ts) {
+                p.decide(p.aggregation.timeout(self.0.settings.timeout_ms));
+                db.save_mediator_request(&self.0.node, &p.row).await?;
+                done.push(p);
+            }
+        }
+        db.commit().await?;
+        for p in done {
+            if let Some(payload) = p.row.verdict.clone() {
+                let _ = out.send(outgoing(&p, payload));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn outgoing(p: &Pending, payload: Vec<u8>) -> Outgoing {
+    Outgoing {
+        request_ts: p.row.request_ts,
+        recipients: p.aggregation.recipients.iter().cloned().collect(),
+        payload,
+    }
+}
+
+/// Sends verdicts in decision order; each is marked sent once the sequencer has it.
+async fn send_verdicts(
+    member: Member,
+    store: Store,
+    fence: Fence,
+    node: String,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => return,
+            n = queue.recv() => n,
+        };
+        let Some(v) = next else { return };
+        let message_id = format!("verdict-{}", v.request_ts);
+        loop {
+            let sent = tokio::select! {
+                () = stop.cancelled() => return,
+                s = member.send(&message_id, &v.recipients, v.payload.clone()) => s,
+            };
+            match sent {
+                Ok(Sent::At(_) | Sent::AlreadySequenced) => break,
+                Err(s) => {
+                    tracing::warn!(request_ts = v.request_ts, status = %s, "verdict not sent; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
+                }
+            }
+        }
+        let marked = async {
+            let mut db = store.begin_fenced(&fence).await?;
+            db.mark_verdict_sent(&node, v.request_ts).await?;
+            db.commit().await
+        };
+        if let Err(e) = marked.await {
+            tracing::warn!(request_ts = v.request_ts, error = %e, "cannot mark the verdict sent");
+        }
+    }
+}
+
+/// The mediator's admin service (active replica only).
+pub struct MediatorAdmin(pub Mediator);
+
+#[tonic::async_trait]
+impl apb::mediator_admin_service_server::MediatorAdminService for MediatorAdmin {
+    async fn list_requests(
+        &self,
+        request: Request<apb::ListRequestsRequest>,
+    ) -> Result<Response<apb::ListRequestsResponse>, Status> {
+        if !*self.0 .0.active.lock().await {
+            return Err(Status::unavailable("replica is passive"));
+        }
+        let limit = match request.into_inner().limit {
+            0 => 100,
+            n if n > 1000 => return Err(Status::invalid_argument("limit: at most 1000")),
+            n => i64::from(n),
+        };
+        let rows = self
+            .0
+             .0
+            .store
+            .mediator_requests(&self.0 .0.node, limit)
+            .await
+            .map_err(|e| Status::unavailable(format!("mediator database unavailable: {e}")))?;
+        let requests = rows
+            .into_iter()
+            .map(|r| {
+                let verdict = r
+                    .verdict
+                    .as_deref()
+                    .and_then(|v| <msg::SynchronizerMessage as prost::Message>::decode(v).ok())
+                    .and_then(|m| match m.message {
+                        Some(msg::synchronizer_message::Message::Verdict(v)) => Some(v),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                apb::RequestInfo {
+                    request_ts_us: r.request_ts,
+                    submitter: r.submitter,
+                    submission_id: r.submission_id,
+                    state: r.state,
+                    code: verdict.code,
+                    reason: verdict.reason,
+                    parties: verdict.parties,
+                    verdict_sequenced: r.verdict_sent,
+                    deadline_us: r.deadline_us,
+                }
+            })
+            .collect();
+        Ok(Response::new(apb::ListRequestsResponse { requests }))
+    }
+}
