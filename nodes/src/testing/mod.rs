@@ -2,9 +2,11 @@
 //! in-process synchronizer. Compiled into the library (not only under `cfg(test)`) because
 //! `tandem bench` uses them too.
 
+mod member;
 mod postgres;
 mod synchronizer;
 
+pub use member::{mediator_id, TestMember};
 pub use postgres::{PgCluster, PgDatabase};
 pub use synchronizer::Synchronizer;
 
