@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tandem/topology/v1/topology.proto",
         "proto/tandem/synchronizer/v1/messages.proto",
         "proto/tandem/mediator/v1/mediator.proto",
+        "proto/tandem/ledger/v2/ledger.proto",
+        "proto/tandem/participant/v1/admin.proto",
     ];
     tonic_prost_build::configure()
         .build_server(true)

@@ -41,5 +41,24 @@ pub mod mediator {
     }
 }
 
+/// The Ledger API, shaped after Canton's Ledger API v2.
+pub mod ledger {
+    /// Version 2 of the Ledger API.
+    pub mod v2 {
+        tonic::include_proto!("tandem.ledger.v2");
+    }
+}
+
+/// A participant's admin API.
+pub mod participant {
+    /// Version 1 of the participant admin API.
+    pub mod v1 {
+        tonic::include_proto!("tandem.participant.v1");
+    }
+}
+
+/// Well-known protobuf types (`google.protobuf.Value` carries ledger values).
+pub use prost_types;
+
 /// The standard gRPC health service (`grpc.health.v1`), served through `tonic-health`.
 pub use tonic_health as health;

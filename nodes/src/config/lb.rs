@@ -21,7 +21,18 @@ pub struct LbConfig {
     /// Backend groups written out server by server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends: Vec<BackendConfig>,
+    /// Threads that carry client connections, each with its own runtime and upstream
+    /// connection pool (a connection stays on one thread, as in HAProxy); 0: one per CPU.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub workers: usize,
 }
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The most worker threads an lb may be given.
+const MAX_LB_WORKERS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -414,6 +425,12 @@ pub(super) fn validate(
     claim: &mut dyn FnMut(SocketAddr, &str) -> Result<(), ConfigError>,
 ) -> Result<(), ConfigError> {
     claim(lb.admin, "lb.admin")?;
+    if lb.workers > MAX_LB_WORKERS {
+        return Err(invalid(
+            "lb.workers",
+            format!("at most {MAX_LB_WORKERS} (0: one per CPU)"),
+        ));
+    }
     let mut listens = HashSet::new();
     let mut group_names = HashSet::new();
     for (i, g) in lb.backends.iter().enumerate() {

@@ -3,19 +3,21 @@
 //! `validate` checks cross-field rules and names the offending key. Nothing here opens a socket
 //! or a database.
 
+mod gateway;
 mod lb;
 mod schema;
 mod sequencing;
 mod validate;
 
+pub use gateway::GatewayConfig;
 pub use lb::{
     BackendConfig, BackendGroup, Frontend, FrontendLimits, FrontendProtocol, FrontendTls,
     HealthCheckConfig, LbConfig, LoadedLb, PassiveConfig, ServerConfig, Strategy, TimeoutConfig,
     UpstreamH2Config, UpstreamProtocol, UpstreamTls,
 };
 pub use schema::{
-    AdmissionConfig, GatewayConfig, NodeConfig, ReplicaConfig, ReplicationConfig,
-    SynchronizerConfig, TopologyConfig,
+    AdmissionConfig, NodeConfig, ReplicaConfig, ReplicationConfig, SynchronizerConfig,
+    TopologyConfig,
 };
 pub use sequencing::{SequencingConfig, MAX_TOTAL_NODE_COUNT};
 pub use validate::ConfigError;

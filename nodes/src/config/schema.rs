@@ -1,6 +1,7 @@
 //! The serde shape of a topology file. Every struct refuses unknown keys; defaults live here and
 //! only here.
 
+use super::gateway::GatewayConfig;
 use super::lb::LbConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -127,17 +128,4 @@ pub struct ReplicaConfig {
     pub admin: SocketAddr,
     /// HTTP/1 health and metrics server.
     pub health: SocketAddr,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct GatewayConfig {
-    pub name: String,
-    pub listen: SocketAddr,
-    /// The address clients reach this gateway at (links, OpenAPI `servers`); defaults to
-    /// `http://<listen>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub advertised_url: Option<String>,
-    /// The participant Ledger API the gateway talks to, e.g. the lb's ledger-api frontend.
-    pub ledger_api: String,
 }

@@ -66,9 +66,7 @@ pub(super) fn validate(config: &mut TopologyConfig) -> Result<(), ConfigError> {
         let key = format!("gateways[{i}]");
         names.claim(&g.name, &format!("{key}.name"))?;
         addresses.claim(g.listen, &format!("{key}.listen"))?;
-        if g.ledger_api.trim().is_empty() {
-            return Err(invalid(format!("{key}.ledger_api"), "must not be empty"));
-        }
+        g.validate(&key).map_err(|(k, why)| invalid(k, why))?;
     }
     Ok(())
 }
