@@ -116,6 +116,47 @@ pub enum AdminCommand {
         #[arg(long)]
         timeout_ms: Option<u32>,
     },
+    /// The synchronizer's topology from its active topology manager: members and party hostings
+    /// in effect (now, or at --at-us), or every sequenced transaction with --transactions.
+    Topology {
+        #[command(flatten)]
+        target: TopologyTarget,
+        /// Microseconds since the epoch; now when omitted.
+        #[arg(long)]
+        at_us: Option<i64>,
+        /// List the sequenced transactions instead of the state.
+        #[arg(long)]
+        transactions: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Topology transactions that still lack signatures (e.g. participants asking to join a
+    /// closed synchronizer).
+    Proposals {
+        #[command(flatten)]
+        target: TopologyTarget,
+    },
+    /// Sign a proposal as the topology manager (admit a participant to a closed synchronizer).
+    Authorize {
+        #[command(flatten)]
+        target: TopologyTarget,
+        /// The proposal's hash, as `tandem admin proposals` lists it.
+        #[arg(long)]
+        hash: String,
+    },
+}
+
+/// Where the topology manager is: a topology file (its replicas are tried in turn) or one
+/// replica's admin address.
+#[derive(Debug, Args)]
+pub struct TopologyTarget {
+    /// Topology file naming the topology manager's replicas.
+    #[arg(long, conflicts_with = "addr", required_unless_present = "addr")]
+    pub config: Option<PathBuf>,
+    /// Admin address of one topology manager replica (host:port).
+    #[arg(long)]
+    pub addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

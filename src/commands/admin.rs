@@ -11,6 +11,14 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
     match command {
         AdminCommand::Status { target, json } => status(&target, json).await,
         AdminCommand::SetPassive { target, timeout_ms } => set_passive(&target, timeout_ms).await,
+        AdminCommand::Topology {
+            target,
+            at_us,
+            transactions,
+            json,
+        } => super::topology::show(&target, at_us, transactions, json).await,
+        AdminCommand::Proposals { target } => super::topology::proposals(&target).await,
+        AdminCommand::Authorize { target, hash } => super::topology::authorize(&target, hash).await,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_sequencer;
 pub mod lb;
 pub mod node;
+pub mod topology;
 pub mod up;
 
 use std::path::Path;
