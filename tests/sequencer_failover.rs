@@ -95,6 +95,7 @@ async fn sigkill_one_sequencer_under_load(postgres: bool) {
     let text = tandem_nodes::testing::synchronizer_topology(
         &storage,
         3,
+        0,
         "topology_change_delay_ms = 50",
         &sequencing,
     );

@@ -45,6 +45,7 @@ async fn start(postgres: bool) -> Option<Processes> {
     let mut topology = TopologyConfig::parse(&synchronizer_topology(
         &storage,
         2,
+        0,
         "topology_change_delay_ms = 50\nconfirmation_response_timeout_ms = 20000",
         "heartbeat_interval_ms = 50\noffline_after_ms = 500",
     ))

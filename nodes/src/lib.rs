@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod node;
+pub mod participant;
 pub mod replica;
 pub mod sequencer;
 pub mod store;

@@ -6,6 +6,9 @@ use crate::config::{NodeKind, TopologyConfig};
 use crate::identity::MemberKind;
 use crate::mediator::{Mediator, MediatorAdmin};
 use crate::metrics::NodeMetrics;
+use crate::participant::admin::ParticipantAdmin;
+use crate::participant::api::LedgerApi;
+use crate::participant::Participant;
 use crate::replica::{self, Addresses, Identity, ReplicaHandle};
 use crate::sequencer::{Sequencer, SequencerAdmin, SequencerApi, SequencerSettings};
 use crate::store::{Store, StoreError};
@@ -15,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tandem_proto::mediator::v1::mediator_admin_service_server::MediatorAdminServiceServer;
+use tandem_proto::participant::v1::party_hosting_service_server::PartyHostingServiceServer;
+use tandem_proto::participant::v1::synchronizer_connectivity_service_server::SynchronizerConnectivityServiceServer;
 use tandem_proto::sequencer::v1::sequencer_admin_service_server::SequencerAdminServiceServer;
 use tandem_proto::sequencer::v1::sequencer_service_server::SequencerServiceServer;
 use tandem_proto::topology::v1::topology_manager_service_server::TopologyManagerServiceServer;
@@ -66,6 +71,61 @@ pub struct Ready {
 enum ActiveKind {
     TopologyManager(TopologyManager),
     Mediator(Mediator),
+    Participant(Participant),
+}
+
+/// Serves the Ledger API (every service answers UNAVAILABLE while the replica is passive) and
+/// `grpc.health.v1`, which reports SERVING only while it is active.
+async fn serve_ledger_api(
+    participant: Participant,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    use tandem_proto::ledger::v2::*;
+    let api = || LedgerApi(participant.clone());
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let watched = participant.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut was = None;
+        loop {
+            let active = watched.is_active().await;
+            if was != Some(active) {
+                let status = if active {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                reporter.set_service_status("", status).await;
+                was = Some(active);
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    });
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(command_service_server::CommandServiceServer::new(api()))
+        .add_service(command_submission_service_server::CommandSubmissionServiceServer::new(api()))
+        .add_service(command_completion_service_server::CommandCompletionServiceServer::new(api()))
+        .add_service(update_service_server::UpdateServiceServer::new(api()))
+        .add_service(state_service_server::StateServiceServer::new(api()))
+        .add_service(party_management_service_server::PartyManagementServiceServer::new(api()))
+        .add_service(user_management_service_server::UserManagementServiceServer::new(api()))
+        .add_service(package_service_server::PackageServiceServer::new(api()))
+        .add_service(package_management_service_server::PackageManagementServiceServer::new(api()))
+        .add_service(version_service_server::VersionServiceServer::new(api()))
+        .serve_with_incoming_shutdown(
+            crate::net::incoming_nodelay(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "Ledger API server failed");
+    }
 }
 
 /// A running replica.
@@ -245,7 +305,37 @@ pub async fn start(
             )));
             active_session = Some(("mediator", ActiveKind::Mediator(mediator)));
         }
-        NodeKind::Participant | NodeKind::Sequencer => {}
+        NodeKind::Participant => {
+            let settings = crate::participant::Settings::from_topology(topology, node_ref.config);
+            let participant = Participant::new(store.clone(), node, replica, settings)
+                .await
+                .map_err(store_error)?;
+            admin_routes.add_service(PartyHostingServiceServer::new(ParticipantAdmin(
+                participant.clone(),
+            )));
+            admin_routes.add_service(SynchronizerConnectivityServiceServer::new(
+                ParticipantAdmin(participant.clone()),
+            ));
+            let api = config
+                .api
+                .ok_or_else(|| NodeError::Task("participant", "no api address".into()))?;
+            let listener = bind(api, format!("{key}.api")).await?;
+            api_addr = Some(listener.local_addr().map_err(|source| NodeError::Bind {
+                key: format!("{key}.api"),
+                addr: api,
+                source,
+            })?);
+            tasks.push((
+                "ledger API",
+                tokio::spawn(serve_ledger_api(
+                    participant.clone(),
+                    listener,
+                    shutdown.clone(),
+                )),
+            ));
+            active_session = Some(("participant", ActiveKind::Participant(participant)));
+        }
+        NodeKind::Sequencer => {}
     }
     let (handle, elector) = replica::spawn(
         store.clone(),
@@ -270,6 +360,7 @@ pub async fn start(
                         match kind {
                             ActiveKind::TopologyManager(tm) => tm.run_active(epoch, stop).await,
                             ActiveKind::Mediator(m) => m.run_active(epoch, stop).await,
+                            ActiveKind::Participant(p) => p.run_active(epoch, stop).await,
                         }
                     }
                 },

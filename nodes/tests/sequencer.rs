@@ -17,6 +17,7 @@ async fn start(postgres: bool, sequencers: u32) -> Option<Synchronizer> {
         postgres,
         sequencers,
         0,
+        0,
         "topology_change_delay_ms = 50",
         "heartbeat_interval_ms = 50\noffline_after_ms = 500",
     )

@@ -58,6 +58,7 @@ async fn topology_admission_and_hosting(postgres: bool) {
         postgres,
         1,
         0,
+        0,
         "topology_change_delay_ms = 50\nadmission = { open = false, allow = [\"listed\"] }",
         "",
     )
@@ -335,6 +336,7 @@ async fn mediator_verdicts(postgres: bool) {
         postgres,
         2,
         1,
+        0,
         "topology_change_delay_ms = 50\nconfirmation_response_timeout_ms = 1500",
         "",
     )

@@ -46,6 +46,7 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
     let mut topology = TopologyConfig::parse(&synchronizer_topology(
         &storage,
         args.sequencers as usize,
+        0,
         "topology_change_delay_ms = 50",
         "",
     ))?;

@@ -114,6 +114,18 @@ pub struct NodeConfig {
     /// `sqlite://path/to/file.db` or `postgres://user@host:port/database`.
     pub storage: String,
     pub replicas: Vec<ReplicaConfig>,
+    /// Participants: a newly active replica does not reconnect to the synchronizer by itself;
+    /// an operator connects it (`ConnectSynchronizer`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual_connect: bool,
+    /// Participants: users that are participant admins on the Ledger API (until JWT auth, the
+    /// caller names its user in `x-tandem-user` metadata).
+    #[serde(default = "default_admin_users")]
+    pub admin_users: Vec<String>,
+}
+
+fn default_admin_users() -> Vec<String> {
+    vec!["participant_admin".into()]
 }
 
 /// One replica's addresses. Port 0 asks the OS for a free port; the replica prints the bound

@@ -278,6 +278,7 @@ mod tests {
                 informees: vec![alice.into()],
                 confirming_parties: vec![alice.into()],
             }],
+            transaction: Vec::new(),
         }
     }
 
@@ -390,6 +391,7 @@ mod tests {
         let empty = msg::ConfirmationRequest {
             submission_id: "x".into(),
             views: vec![],
+            transaction: Vec::new(),
         };
         assert!(Aggregation::new(&p0, &empty, &s.state, 10)
             .unwrap_err()

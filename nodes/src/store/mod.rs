@@ -6,6 +6,7 @@
 mod error;
 mod fenced;
 pub mod mediator;
+pub mod participant;
 mod replication;
 pub mod sequencer;
 mod sql;

@@ -135,6 +135,7 @@ impl TestMember {
                     confirming_parties: confirming.clone(),
                 })
                 .collect(),
+            transaction: Vec::new(),
         };
         // The submitter is a recipient too: it hosts parties of the request it may confirm for.
         let mut recipients = vec![self.mediator.clone(), self.id.to_string()];

@@ -17,20 +17,23 @@ pub struct Synchronizer {
     pub sequencers: Vec<RunningNode>,
     pub topology_managers: Vec<RunningNode>,
     pub mediators: Vec<RunningNode>,
+    /// Replica 0 of each participant, in order.
+    pub participants: Vec<RunningNode>,
     pub shutdown: CancellationToken,
     _dir: tempfile::TempDir,
     _pg: Option<PgDatabase>,
 }
 
 impl Synchronizer {
-    /// Starts `sequencers` sequencers, one topology manager replica and `mediators` mediator
-    /// replicas (0–2) on SQLite or a fresh Postgres database; `None` when Postgres is wanted
-    /// but not installed (the caller's SKIP). `synchronizer`/`sequencing` are extra TOML as for
-    /// [`super::synchronizer_topology`].
+    /// Starts `sequencers` sequencers, one topology manager replica, `mediators` mediator
+    /// replicas (0–2) and replica 0 of `participants` participants on SQLite or a fresh
+    /// Postgres database; `None` when Postgres is wanted but not installed (the caller's SKIP).
+    /// `synchronizer`/`sequencing` are extra TOML as for [`super::synchronizer_topology`].
     pub async fn start(
         postgres: bool,
         sequencers: u32,
         mediators: u32,
+        participants: u32,
         synchronizer: &str,
         sequencing: &str,
     ) -> Result<Option<Synchronizer>, String> {
@@ -43,15 +46,17 @@ impl Synchronizer {
         } else {
             (format!("sqlite://{}/sync.db", dir.path().display()), None)
         };
-        let text =
-            super::synchronizer_topology(&storage, sequencers as usize, synchronizer, sequencing);
+        let text = super::synchronizer_topology(
+            &storage,
+            sequencers as usize,
+            participants as usize,
+            synchronizer,
+            sequencing,
+        );
         let mut config = TopologyConfig::parse(&text).map_err(|e| e.to_string())?;
         let shutdown = CancellationToken::new();
-        let start = |config: TopologyConfig,
-                     name: &'static str,
-                     i: u32,
-                     shutdown: CancellationToken| async move {
-            node::start(&config, name, i, shutdown)
+        let start = |config: TopologyConfig, name: String, i: u32, shutdown: CancellationToken| async move {
+            node::start(&config, &name, i, shutdown)
                 .await
                 .map_err(|e| format!("{name}/{i}: {e}"))
         };
@@ -59,23 +64,36 @@ impl Synchronizer {
             sequencers: Vec::new(),
             topology_managers: Vec::new(),
             mediators: Vec::new(),
+            participants: Vec::new(),
             config: config.clone(),
             shutdown: shutdown.clone(),
             _dir: dir,
             _pg: pg,
         };
         for i in 0..sequencers {
-            let n = start(config.clone(), "sequencer", i, shutdown.clone()).await?;
+            let n = start(config.clone(), "sequencer".into(), i, shutdown.clone()).await?;
             config.record_bound("sequencer", i, n.ready.api, n.ready.admin, n.ready.health);
             sync.sequencers.push(n);
         }
-        let tm = start(config.clone(), "topology-manager", 0, shutdown.clone()).await?;
+        let tm = start(
+            config.clone(),
+            "topology-manager".into(),
+            0,
+            shutdown.clone(),
+        )
+        .await?;
         config.record_bound("topology-manager", 0, None, tm.ready.admin, tm.ready.health);
         sync.topology_managers.push(tm);
         for i in 0..mediators.min(2) {
-            let n = start(config.clone(), "mediator", i, shutdown.clone()).await?;
+            let n = start(config.clone(), "mediator".into(), i, shutdown.clone()).await?;
             config.record_bound("mediator", i, None, n.ready.admin, n.ready.health);
             sync.mediators.push(n);
+        }
+        for i in 1..=participants {
+            let name = format!("participant{i}");
+            let n = start(config.clone(), name.clone(), 0, shutdown.clone()).await?;
+            config.record_bound(&name, 0, n.ready.api, n.ready.admin, n.ready.health);
+            sync.participants.push(n);
         }
         sync.config = config;
         Ok(Some(sync))
@@ -113,8 +131,9 @@ impl Synchronizer {
     pub async fn stop(self) -> Result<(), String> {
         self.shutdown.cancel();
         for n in self
-            .mediators
+            .participants
             .into_iter()
+            .chain(self.mediators)
             .chain(self.topology_managers)
             .chain(self.sequencers)
         {

@@ -14,7 +14,7 @@
 mod convert;
 mod state;
 
-pub use convert::hosting_to;
+pub use convert::{hosting_to, permission_from as convert_permission};
 pub use state::{Check, TopologyState};
 
 use crate::identity::{canonical, fingerprint, MemberId, MemberKind};

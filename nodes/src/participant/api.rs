@@ -1,0 +1,1281 @@
+//! The Ledger API (design.md §6) of the active replica. Every call goes through [`authorize`],
+//! the one authorization point (the JWT layer replaces how it learns the user, not what it
+//! checks). Errors carry a stable error code at the start of the message and in the
+//! `x-tandem-error-code` trailer.
+
+use super::codec::{json_to_proto, proto_to_json};
+use super::engine::{CompletionBody, Rights, UserRecord};
+use super::{error, Caller, Participant};
+use crate::model::{Format, Party};
+use crate::sequencer::now_us;
+use crate::topology::{
+    Mapping, Operation, PartyHosting, Permission, SignedTransaction, Transaction,
+};
+use serde_json::Value as Json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tandem_proto::ledger::v2 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+
+/// How long SubmitAndWait waits for the completion.
+const SUBMIT_AND_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_PAGE: u32 = 1000;
+const STREAM_PAGE: i64 = 500;
+/// The metadata key naming the calling user until JWTs are verified here.
+pub const USER_HEADER: &str = "x-tandem-user";
+
+pub struct LedgerApi(pub Participant);
+
+/// The authorization point: who calls, with which rights. Passive replicas answer UNAVAILABLE.
+pub async fn authorize<T>(p: &Participant, request: &Request<T>) -> Result<Caller, Status> {
+    let user = request
+        .metadata()
+        .get(USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            error(
+                Code::Unauthenticated,
+                "UNAUTHENTICATED",
+                format!("no user: send `{USER_HEADER}` metadata"),
+            )
+        })?
+        .to_string();
+    let admin = p.settings().admin_users.contains(&user);
+    let row = p
+        .with_engine(|e| e.users.get(&user).map(|u| u.rights.clone()))
+        .await?;
+    let rights = match (row, admin) {
+        (Some(mut rights), admin) => {
+            rights.admin |= admin;
+            rights
+        }
+        (None, true) => Rights {
+            admin: true,
+            ..Rights::default()
+        },
+        (None, false) => {
+            return Err(error(
+                Code::PermissionDenied,
+                "USER_NOT_FOUND",
+                format!("user {user} does not exist"),
+            ))
+        }
+    };
+    Ok(Caller {
+        user_id: user,
+        rights,
+    })
+}
+
+fn require_admin(caller: &Caller) -> Result<(), Status> {
+    if caller.rights.admin {
+        Ok(())
+    } else {
+        Err(error(
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+            format!("user {} is not a participant admin", caller.user_id),
+        ))
+    }
+}
+
+fn invalid(m: impl std::fmt::Display) -> Status {
+    error(Code::InvalidArgument, "INVALID_ARGUMENT", m)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("participant database unavailable: {e}"))
+}
+
+/// The parties of a filter, each of which the caller may read as.
+fn filter_parties(
+    caller: &Caller,
+    filter: Option<&pb::TransactionFilter>,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), Status> {
+    let filter = filter.ok_or_else(|| invalid("filter: missing"))?;
+    if filter.parties.is_empty() {
+        return Err(invalid("filter.parties: names no party"));
+    }
+    for p in &filter.parties {
+        Party::parse(p).map_err(|e| invalid(format!("filter.parties: {e}")))?;
+        if !caller.can_read_as(p) {
+            return Err(error(
+                Code::PermissionDenied,
+                "PERMISSION_DENIED",
+                format!("user {} may not read as {p}", caller.user_id),
+            ));
+        }
+    }
+    for t in &filter.template_ids {
+        crate::model::ids::TemplateRef::parse(t)
+            .map_err(|e| invalid(format!("filter.template_ids: {e}")))?;
+    }
+    Ok((
+        filter.parties.iter().cloned().collect(),
+        filter.template_ids.iter().cloned().collect(),
+    ))
+}
+
+/// Whether stored template id `t` (`pkg:M:E`) matches a filter entry (by id or `#name`).
+fn template_matches(p: &Participant, wanted: &BTreeSet<String>, t: &str) -> bool {
+    if wanted.is_empty() || wanted.contains(t) {
+        return true;
+    }
+    let packages = p.packages();
+    let Ok(r) = crate::model::ids::TemplateRef::parse(t) else {
+        return false;
+    };
+    let Ok(template) = packages.template(&r) else {
+        return false;
+    };
+    wanted.iter().any(|w| {
+        crate::model::ids::TemplateRef::parse(w)
+            .ok()
+            .and_then(|wr| {
+                packages.template(&wr).ok().map(|wt| {
+                    wt.id == template.id
+                        || (wt.id.package_name == template.id.package_name
+                            && wt.id.module == template.id.module
+                            && wt.id.entity == template.id.entity
+                            && w.starts_with('#'))
+                })
+            })
+            .unwrap_or(false)
+    })
+}
+
+fn strings(j: &Json, field: &str) -> Vec<String> {
+    j.get(field)
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn created_event(
+    offset: i64,
+    node_id: i64,
+    contract_id: &str,
+    template_id: &str,
+    contract: &Json,
+    witnesses: Vec<String>,
+    created_at: i64,
+) -> pb::CreatedEvent {
+    pb::CreatedEvent {
+        offset,
+        node_id: i32::try_from(node_id).unwrap_or(0),
+        contract_id: contract_id.to_string(),
+        template_id: template_id.to_string(),
+        create_arguments: contract.get("argument").map(json_to_proto),
+        signatories: strings(contract, "signatories"),
+        observers: strings(contract, "observers"),
+        contract_key: contract
+            .get("key")
+            .filter(|k| !k.is_null())
+            .map(json_to_proto),
+        witness_parties: witnesses,
+        created_at_us: created_at,
+    }
+}
+
+/// A stored update as `parties` see it; `None` when they see none of it.
+fn transaction(
+    p: &Participant,
+    offset: i64,
+    update_id: &str,
+    record_time: i64,
+    body: &str,
+    parties: &BTreeSet<String>,
+    templates: &BTreeSet<String>,
+) -> Option<pb::Transaction> {
+    let body: Json = serde_json::from_str(body).ok()?;
+    let mut events = Vec::new();
+    for e in body
+        .get("events")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let witnesses: Vec<String> = strings(e, "witnesses")
+            .into_iter()
+            .filter(|w| parties.contains(w))
+            .collect();
+        let template_id = e
+            .get("template_id")
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        if witnesses.is_empty() || !template_matches(p, templates, template_id) {
+            continue;
+        }
+        let node_id = e.get("node_id").and_then(Json::as_i64).unwrap_or(0);
+        let contract_id = e
+            .get("contract_id")
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        let event = match e.get("kind").and_then(Json::as_str) {
+            Some("created") => pb::event::Event::Created(created_event(
+                offset,
+                node_id,
+                contract_id,
+                template_id,
+                e.get("contract").unwrap_or(&Json::Null),
+                witnesses,
+                record_time,
+            )),
+            Some("archived") => pb::event::Event::Archived(pb::ArchivedEvent {
+                offset,
+                node_id: i32::try_from(node_id).unwrap_or(0),
+                contract_id: contract_id.to_string(),
+                template_id: template_id.to_string(),
+                witness_parties: witnesses,
+            }),
+            Some("exercised") => pb::event::Event::Exercised(pb::ExercisedEvent {
+                offset,
+                node_id: i32::try_from(node_id).unwrap_or(0),
+                contract_id: contract_id.to_string(),
+                template_id: template_id.to_string(),
+                choice: e
+                    .get("choice")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                choice_argument: e.get("choice_argument").map(json_to_proto),
+                acting_parties: strings(e, "acting_parties"),
+                consuming: e.get("consuming").and_then(Json::as_bool).unwrap_or(false),
+                witness_parties: witnesses,
+                last_descendant_node_id: i32::try_from(
+                    e.get("last_descendant_node_id")
+                        .and_then(Json::as_i64)
+                        .unwrap_or(0),
+                )
+                .unwrap_or(0),
+                exercise_result: None,
+            }),
+            _ => continue,
+        };
+        events.push(pb::Event { event: Some(event) });
+    }
+    if events.is_empty() {
+        return None;
+    }
+    Some(pb::Transaction {
+        update_id: update_id.to_string(),
+        command_id: String::new(),
+        workflow_id: body
+            .get("workflow_id")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        effective_at_us: record_time,
+        events,
+        offset,
+        synchronizer_id: body
+            .get("synchronizer_id")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        record_time_us: record_time,
+    })
+}
+
+fn completion_to_proto(c: &CompletionBody) -> pb::Completion {
+    pb::Completion {
+        command_id: c.command_id.clone(),
+        status_code: c.status_code,
+        error_code: c.error_code.clone(),
+        message: c.message.clone(),
+        update_id: c.update_id.clone(),
+        user_id: c.user_id.clone(),
+        act_as: c.act_as.clone(),
+        submission_id: c.submission_id.clone(),
+        offset: c.offset,
+        record_time_us: c.record_time_us,
+    }
+}
+
+impl LedgerApi {
+    /// Submits and waits for the completion; a rejection is the error.
+    async fn submit_and_wait_inner(
+        &self,
+        request: Request<pb::SubmitAndWaitRequest>,
+    ) -> Result<(Caller, pb::Commands, CompletionBody), Status> {
+        let caller = authorize(&self.0, &request).await?;
+        let commands = request
+            .into_inner()
+            .commands
+            .ok_or_else(|| invalid("commands: missing"))?;
+        let (_, done) = self.0.submit(&caller, &commands).await?;
+        let completion = tokio::time::timeout(SUBMIT_AND_WAIT_TIMEOUT, done)
+            .await
+            .map_err(|_| error(Code::DeadlineExceeded, "REQUEST_TIME_OUT", "no completion in time; the completion stream will report the outcome"))?
+            .map_err(|_| error(Code::Unavailable, "REPLICA_NOT_ACTIVE", "this replica stopped being active; the next active replica completes the command (retry with the same command id)"))?;
+        if completion.status_code != 0 {
+            return Err(error(
+                Code::from_i32(completion.status_code),
+                &completion.error_code,
+                &completion.message,
+            ));
+        }
+        Ok((caller, commands, completion))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::command_service_server::CommandService for LedgerApi {
+    async fn submit_and_wait(
+        &self,
+        request: Request<pb::SubmitAndWaitRequest>,
+    ) -> Result<Response<pb::SubmitAndWaitResponse>, Status> {
+        let (_, _, c) = self.submit_and_wait_inner(request).await?;
+        Ok(Response::new(pb::SubmitAndWaitResponse {
+            update_id: c.update_id,
+            completion_offset: c.ledger_offset,
+        }))
+    }
+
+    async fn submit_and_wait_for_transaction(
+        &self,
+        request: Request<pb::SubmitAndWaitRequest>,
+    ) -> Result<Response<pb::SubmitAndWaitForTransactionResponse>, Status> {
+        let (_, commands, c) = self.submit_and_wait_inner(request).await?;
+        let rows = self
+            .0
+            .store()
+            .participant_updates(self.0.node(), c.ledger_offset - 1, c.ledger_offset, 1)
+            .await
+            .map_err(unavailable)?;
+        let parties: BTreeSet<String> = commands
+            .act_as
+            .iter()
+            .chain(commands.read_as.iter())
+            .cloned()
+            .collect();
+        let mut tx = rows
+            .first()
+            .and_then(|(offset, id, rt, body)| {
+                transaction(&self.0, *offset, id, *rt, body, &parties, &BTreeSet::new())
+            })
+            .ok_or_else(|| Status::internal("the committed transaction was not found"))?;
+        tx.command_id = commands.command_id;
+        Ok(Response::new(pb::SubmitAndWaitForTransactionResponse {
+            transaction: Some(tx),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::command_submission_service_server::CommandSubmissionService for LedgerApi {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        let commands = request
+            .into_inner()
+            .commands
+            .ok_or_else(|| invalid("commands: missing"))?;
+        let (submission_id, _) = self.0.submit(&caller, &commands).await?;
+        Ok(Response::new(pb::SubmitResponse { submission_id }))
+    }
+}
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl pb::command_completion_service_server::CommandCompletionService for LedgerApi {
+    type CompletionStreamStream = Stream<pb::CompletionStreamResponse>;
+
+    async fn completion_stream(
+        &self,
+        request: Request<pb::CompletionStreamRequest>,
+    ) -> Result<Response<Self::CompletionStreamStream>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        let r = request.into_inner();
+        let user = if r.user_id.is_empty() {
+            caller.user_id.clone()
+        } else {
+            r.user_id.clone()
+        };
+        if user != caller.user_id && !caller.rights.admin {
+            return Err(error(
+                Code::PermissionDenied,
+                "PERMISSION_DENIED",
+                format!("user {} may not read {user}'s completions", caller.user_id),
+            ));
+        }
+        for p in &r.parties {
+            if !caller.can_read_as(p) {
+                return Err(error(
+                    Code::PermissionDenied,
+                    "PERMISSION_DENIED",
+                    format!("user {} may not read as {p}", caller.user_id),
+                ));
+            }
+        }
+        let end = *self.0.completion_end_watch().borrow();
+        if r.begin_exclusive < 0 || r.begin_exclusive > end {
+            return Err(error(
+                Code::OutOfRange,
+                "OFFSET_OUT_OF_RANGE",
+                format!(
+                    "begin_exclusive: {} is not between 0 and the completion end {end}",
+                    r.begin_exclusive
+                ),
+            ));
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let (p, parties) = (self.0.clone(), r.parties.clone());
+        tokio::spawn(async move {
+            let mut watch = p.completion_end_watch();
+            let mut last = r.begin_exclusive;
+            loop {
+                let rows = match p
+                    .store()
+                    .participant_completions(p.node(), last, STREAM_PAGE)
+                    .await
+                {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _ = tx.send(Err(unavailable(e))).await;
+                        return;
+                    }
+                };
+                let full = rows.len() as i64 == STREAM_PAGE;
+                for (offset, row_user, body) in rows {
+                    last = offset;
+                    let Ok(c) = serde_json::from_str::<CompletionBody>(&body) else {
+                        continue;
+                    };
+                    if row_user != user
+                        || (!parties.is_empty() && !c.act_as.iter().any(|a| parties.contains(a)))
+                    {
+                        continue;
+                    }
+                    let item = pb::CompletionStreamResponse {
+                        response: Some(pb::completion_stream_response::Response::Completion(
+                            completion_to_proto(&c),
+                        )),
+                    };
+                    if tx.send(Ok(item)).await.is_err() {
+                        return;
+                    }
+                }
+                if full {
+                    continue;
+                }
+                tokio::select! {
+                    () = tx.closed() => return,
+                    changed = watch.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::update_service_server::UpdateService for LedgerApi {
+    type GetUpdatesStream = Stream<pb::GetUpdatesResponse>;
+
+    async fn get_updates(
+        &self,
+        request: Request<pb::GetUpdatesRequest>,
+    ) -> Result<Response<Self::GetUpdatesStream>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        let r = request.into_inner();
+        let (parties, templates) = filter_parties(&caller, r.filter.as_ref())?;
+        let end = *self.0.ledger_end_watch().borrow();
+        if r.begin_exclusive < 0 || r.begin_exclusive > end {
+            return Err(error(
+                Code::OutOfRange,
+                "OFFSET_AFTER_LEDGER_END",
+                format!(
+                    "begin_exclusive: {} is not between 0 and the ledger end {end}",
+                    r.begin_exclusive
+                ),
+            ));
+        }
+        if r.end_inclusive != 0 && (r.end_inclusive < r.begin_exclusive || r.end_inclusive > end) {
+            return Err(error(
+                Code::OutOfRange,
+                "OFFSET_AFTER_LEDGER_END",
+                format!(
+                    "end_inclusive: {} is not between begin_exclusive and the ledger end {end}",
+                    r.end_inclusive
+                ),
+            ));
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let p = self.0.clone();
+        tokio::spawn(async move {
+            let mut watch = p.ledger_end_watch();
+            let mut last = r.begin_exclusive;
+            loop {
+                let up_to = if r.end_inclusive == 0 {
+                    *watch.borrow_and_update()
+                } else {
+                    r.end_inclusive
+                };
+                while last < up_to {
+                    let rows = match p
+                        .store()
+                        .participant_updates(p.node(), last, up_to, STREAM_PAGE)
+                        .await
+                    {
+                        Ok(rows) => rows,
+                        Err(e) => {
+                            let _ = tx.send(Err(unavailable(e))).await;
+                            return;
+                        }
+                    };
+                    if rows.is_empty() {
+                        break;
+                    }
+                    for (offset, update_id, record_time, body) in rows {
+                        last = offset;
+                        if let Some(t) = transaction(
+                            &p,
+                            offset,
+                            &update_id,
+                            record_time,
+                            &body,
+                            &parties,
+                            &templates,
+                        ) {
+                            let item = pb::GetUpdatesResponse {
+                                update: Some(pb::get_updates_response::Update::Transaction(t)),
+                            };
+                            if tx.send(Ok(item)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                if r.end_inclusive != 0 && last >= r.end_inclusive {
+                    return;
+                }
+                tokio::select! {
+                    () = tx.closed() => return,
+                    changed = watch.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::state_service_server::StateService for LedgerApi {
+    type GetActiveContractsStream = Stream<pb::GetActiveContractsResponse>;
+
+    async fn get_active_contracts(
+        &self,
+        request: Request<pb::GetActiveContractsRequest>,
+    ) -> Result<Response<Self::GetActiveContractsStream>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        let r = request.into_inner();
+        let (parties, templates) = filter_parties(&caller, r.filter.as_ref())?;
+        let end = *self.0.ledger_end_watch().borrow();
+        if r.active_at_offset < 0 || r.active_at_offset > end {
+            return Err(error(
+                Code::OutOfRange,
+                "OFFSET_AFTER_LEDGER_END",
+                format!(
+                    "active_at_offset: {} is not between 0 and the ledger end {end}",
+                    r.active_at_offset
+                ),
+            ));
+        }
+        let at = if r.active_at_offset == 0 {
+            end
+        } else {
+            r.active_at_offset
+        };
+        let rows = self
+            .0
+            .store()
+            .participant_contracts(self.0.node(), Some(at))
+            .await
+            .map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(256);
+        let p = self.0.clone();
+        tokio::spawn(async move {
+            for (id, template, body, created_offset, created_at) in rows {
+                let Ok(contract) = serde_json::from_str::<Json>(&body) else {
+                    continue;
+                };
+                let witnesses: Vec<String> = strings(&contract, "signatories")
+                    .into_iter()
+                    .chain(strings(&contract, "observers"))
+                    .filter(|s| parties.contains(s))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                if witnesses.is_empty() || !template_matches(&p, &templates, &template) {
+                    continue;
+                }
+                let item = pb::GetActiveContractsResponse {
+                    offset: at,
+                    created_event: Some(created_event(
+                        created_offset,
+                        0,
+                        &id,
+                        &template,
+                        &contract,
+                        witnesses,
+                        created_at,
+                    )),
+                };
+                if tx.send(Ok(item)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_ledger_end(
+        &self,
+        request: Request<pb::GetLedgerEndRequest>,
+    ) -> Result<Response<pb::GetLedgerEndResponse>, Status> {
+        authorize(&self.0, &request).await?;
+        let offset = self.0.with_engine(|e| e.ledger_end).await?;
+        Ok(Response::new(pb::GetLedgerEndResponse { offset }))
+    }
+}
+
+fn details(p: &Participant, h: Option<&PartyHosting>, party: &str) -> pb::PartyDetails {
+    pb::PartyDetails {
+        party: party.to_string(),
+        is_local: h.is_some_and(|h| h.permission_of(p.id()).is_some()),
+        threshold: h.map_or(0, |h| h.threshold),
+        hosting: h
+            .map(|h| {
+                h.participants
+                    .iter()
+                    .map(|(m, perm)| pb::HostingParticipant {
+                        participant: m.to_string(),
+                        permission: perm.as_str().into(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Page tokens are the hex of the last key of the previous page.
+fn page(page_size: u32, token: &str) -> Result<(usize, Option<String>), Status> {
+    let size = match page_size {
+        0 => MAX_PAGE,
+        n if n > MAX_PAGE => return Err(invalid(format!("page_size: at most {MAX_PAGE}"))),
+        n => n,
+    } as usize;
+    let after = if token.is_empty() {
+        None
+    } else {
+        Some(
+            hex::decode(token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| invalid("page_token: not a token this participant issued"))?,
+        )
+    };
+    Ok((size, after))
+}
+
+#[tonic::async_trait]
+impl pb::party_management_service_server::PartyManagementService for LedgerApi {
+    async fn get_participant_id(
+        &self,
+        request: Request<pb::GetParticipantIdRequest>,
+    ) -> Result<Response<pb::GetParticipantIdResponse>, Status> {
+        authorize(&self.0, &request).await?;
+        Ok(Response::new(pb::GetParticipantIdResponse {
+            participant_id: self.0.id().to_string(),
+        }))
+    }
+
+    async fn allocate_party(
+        &self,
+        request: Request<pb::AllocatePartyRequest>,
+    ) -> Result<Response<pb::AllocatePartyResponse>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        require_admin(&caller)?;
+        let r = request.into_inner();
+        let party = Party::parse(&format!("{}::{}", r.party_id_hint, self.0.id().fingerprint))
+            .map_err(|_| invalid("party_id_hint: 1 to 185 letters, digits, '-', '_' or '.'"))?;
+        let hosting = self
+            .0
+            .with_engine(|e| e.topology.latest_hosting(party.as_str()).cloned())
+            .await?;
+        if hosting.is_some() {
+            return Err(error(
+                Code::AlreadyExists,
+                "PARTY_ALREADY_EXISTS",
+                format!("{party} is already allocated"),
+            ));
+        }
+        let tx = Transaction {
+            operation: Operation::Replace,
+            serial: 1,
+            mapping: Mapping::Party(PartyHosting {
+                party: party.clone(),
+                threshold: 1,
+                participants: vec![(self.0.id().clone(), Permission::Submission)],
+            }),
+        };
+        super::admin::submit_topology(
+            &self.0,
+            SignedTransaction::unsigned(tx).sign(self.0.key()),
+            true,
+        )
+        .await?;
+        super::admin::await_hosting(&self.0, party.as_str()).await?;
+        let fence = self.0.with_engine(|e| e.fence.clone()).await?;
+        let mut db = self
+            .0
+            .store()
+            .begin_fenced(&fence)
+            .await
+            .map_err(unavailable)?;
+        db.insert_party(self.0.node(), party.as_str(), now_us())
+            .await
+            .map_err(unavailable)?;
+        db.commit().await.map_err(unavailable)?;
+        self.0
+            .with_engine(|e| e.parties.insert(party.to_string()))
+            .await?;
+        if !r.user_id.is_empty() {
+            grant(
+                &self.0,
+                &r.user_id,
+                &Rights {
+                    act_as: [party.to_string()].into(),
+                    ..Rights::default()
+                },
+                true,
+            )
+            .await?;
+        }
+        let h = self
+            .0
+            .with_engine(|e| e.topology.latest_hosting(party.as_str()).cloned())
+            .await?;
+        Ok(Response::new(pb::AllocatePartyResponse {
+            party_details: Some(details(&self.0, h.as_ref(), party.as_str())),
+        }))
+    }
+
+    async fn list_known_parties(
+        &self,
+        request: Request<pb::ListKnownPartiesRequest>,
+    ) -> Result<Response<pb::ListKnownPartiesResponse>, Status> {
+        authorize(&self.0, &request).await?;
+        let r = request.into_inner();
+        let (size, after) = page(r.page_size, &r.page_token)?;
+        let now = now_us();
+        let all: Vec<pb::PartyDetails> = self
+            .0
+            .with_engine(|e| {
+                e.topology
+                    .parties_at(now)
+                    .into_iter()
+                    .filter(|h| after.as_deref().is_none_or(|a| h.party.as_str() > a))
+                    .take(size + 1)
+                    .map(|h| details(&self.0, Some(h), h.party.as_str()))
+                    .collect()
+            })
+            .await?;
+        let more = all.len() > size;
+        let party_details: Vec<_> = all.into_iter().take(size).collect();
+        let next_page_token = if more {
+            party_details
+                .last()
+                .map(|d| hex::encode(&d.party))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListKnownPartiesResponse {
+            party_details,
+            next_page_token,
+        }))
+    }
+
+    async fn get_parties(
+        &self,
+        request: Request<pb::GetPartiesRequest>,
+    ) -> Result<Response<pb::GetPartiesResponse>, Status> {
+        authorize(&self.0, &request).await?;
+        let r = request.into_inner();
+        for p in &r.parties {
+            Party::parse(p).map_err(|e| invalid(format!("parties: {e}")))?;
+        }
+        let now = now_us();
+        let party_details = self
+            .0
+            .with_engine(|e| {
+                r.parties
+                    .iter()
+                    .filter_map(|p| {
+                        e.topology
+                            .hosting_at(p, now)
+                            .map(|h| details(&self.0, Some(h), p))
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(pb::GetPartiesResponse { party_details }))
+    }
+}
+
+fn check_user_id(id: &str) -> Result<(), Status> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@^$.!`-#+'~_|:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "user_id: {id:?} must be 1 to 128 of a-z, A-Z, 0-9 and @^$.!`-#+'~_|:"
+        )))
+    }
+}
+
+fn rights_of(rights: &[pb::Right]) -> Result<Rights, Status> {
+    let mut out = Rights::default();
+    for (i, r) in rights.iter().enumerate() {
+        match &r.kind {
+            Some(pb::right::Kind::ParticipantAdmin(_)) => out.admin = true,
+            Some(pb::right::Kind::CanActAs(a)) => {
+                Party::parse(&a.party)
+                    .map_err(|e| invalid(format!("rights[{i}].can_act_as.party: {e}")))?;
+                out.act_as.insert(a.party.clone());
+            }
+            Some(pb::right::Kind::CanReadAs(a)) => {
+                Party::parse(&a.party)
+                    .map_err(|e| invalid(format!("rights[{i}].can_read_as.party: {e}")))?;
+                out.read_as.insert(a.party.clone());
+            }
+            None => return Err(invalid(format!("rights[{i}]: no kind"))),
+        }
+    }
+    Ok(out)
+}
+
+fn rights_to(r: &Rights) -> Vec<pb::Right> {
+    let mut out = Vec::new();
+    if r.admin {
+        out.push(pb::Right {
+            kind: Some(pb::right::Kind::ParticipantAdmin(
+                pb::right::ParticipantAdmin {},
+            )),
+        });
+    }
+    out.extend(r.act_as.iter().map(|p| pb::Right {
+        kind: Some(pb::right::Kind::CanActAs(pb::right::CanActAs {
+            party: p.clone(),
+        })),
+    }));
+    out.extend(r.read_as.iter().map(|p| pb::Right {
+        kind: Some(pb::right::Kind::CanReadAs(pb::right::CanReadAs {
+            party: p.clone(),
+        })),
+    }));
+    out
+}
+
+/// Adds (`add`) or removes rights of `user`, creating the row of a configured admin user;
+/// returns the rights that changed.
+async fn grant(p: &Participant, user: &str, change: &Rights, add: bool) -> Result<Rights, Status> {
+    let configured_admin = p.settings().admin_users.iter().any(|u| u == user);
+    let (fence, current) = p
+        .with_engine(|e| (e.fence.clone(), e.users.get(user).cloned()))
+        .await?;
+    let (exists, mut record) = match current {
+        Some(r) => (true, r),
+        None if configured_admin => (
+            false,
+            UserRecord {
+                primary_party: String::new(),
+                rights: Rights::default(),
+            },
+        ),
+        None => {
+            return Err(error(
+                Code::NotFound,
+                "USER_NOT_FOUND",
+                format!("user {user} does not exist"),
+            ))
+        }
+    };
+    let mut changed = Rights::default();
+    if add {
+        changed.admin = change.admin && !record.rights.admin;
+        record.rights.admin |= change.admin;
+        changed.act_as = change
+            .act_as
+            .difference(&record.rights.act_as)
+            .cloned()
+            .collect();
+        changed.read_as = change
+            .read_as
+            .difference(&record.rights.read_as)
+            .cloned()
+            .collect();
+        record.rights.act_as.extend(change.act_as.iter().cloned());
+        record.rights.read_as.extend(change.read_as.iter().cloned());
+    } else {
+        changed.admin = change.admin && record.rights.admin;
+        record.rights.admin &= !change.admin;
+        changed.act_as = change
+            .act_as
+            .intersection(&record.rights.act_as)
+            .cloned()
+            .collect();
+        changed.read_as = change
+            .read_as
+            .intersection(&record.rights.read_as)
+            .cloned()
+            .collect();
+        record.rights.act_as.retain(|p| !change.act_as.contains(p));
+        record
+            .rights
+            .read_as
+            .retain(|p| !change.read_as.contains(p));
+    }
+    let mut db = p.store().begin_fenced(&fence).await.map_err(unavailable)?;
+    let rights = serde_json::to_string(&record.rights).unwrap_or_default();
+    db.put_user(p.node(), user, &record.primary_party, &rights, !exists)
+        .await
+        .map_err(unavailable)?;
+    db.commit().await.map_err(unavailable)?;
+    p.with_engine(|e| e.users.insert(user.to_string(), record))
+        .await?;
+    Ok(changed)
+}
+
+fn user_to(id: &str, r: &UserRecord) -> pb::User {
+    pb::User {
+        id: id.to_string(),
+        primary_party: r.primary_party.clone(),
+        is_deactivated: false,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::user_management_service_server::UserManagementService for LedgerApi {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        require_admin(&caller)?;
+        let r = request.into_inner();
+        let user = r.user.ok_or_else(|| invalid("user: missing"))?;
+        check_user_id(&user.id)?;
+        if !user.primary_party.is_empty() {
+            Party::parse(&user.primary_party)
+                .map_err(|e| invalid(format!("user.primary_party: {e}")))?;
+        }
+        let record = UserRecord {
+            primary_party: user.primary_party.clone(),
+            rights: rights_of(&r.rights)?,
+        };
+        let fence = self.0.with_engine(|e| e.fence.clone()).await?;
+        let mut db = self
+            .0
+            .store()
+            .begin_fenced(&fence)
+            .await
+            .map_err(unavailable)?;
+        let rights = serde_json::to_string(&record.rights).unwrap_or_default();
+        if !db
+            .put_user(self.0.node(), &user.id, &user.primary_party, &rights, true)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(error(
+                Code::AlreadyExists,
+                "USER_ALREADY_EXISTS",
+                format!("user {} exists", user.id),
+            ));
+        }
+        db.commit().await.map_err(unavailable)?;
+        let out = user_to(&user.id, &record);
+        self.0
+            .with_engine(|e| e.users.insert(user.id.clone(), record))
+            .await?;
+        Ok(Response::new(pb::CreateUserResponse { user: Some(out) }))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        let id = request.into_inner().user_id;
+        let id = if id.is_empty() {
+            caller.user_id.clone()
+        } else {
+            id
+        };
+        if id != caller.user_id {
+            require_admin(&caller)?;
+        }
+        let user = self
+            .0
+            .with_engine(|e| e.users.get(&id).map(|r| user_to(&id, r)))
+            .await?;
+        let user = match user {
+            Some(u) => u,
+            None if self.0.settings().admin_users.contains(&id) => pb::User {
+                id,
+                ..Default::default()
+            },
+            None => {
+                return Err(error(
+                    Code::NotFound,
+                    "USER_NOT_FOUND",
+                    format!("user {id} does not exist"),
+                ))
+            }
+        };
+        Ok(Response::new(pb::GetUserResponse { user: Some(user) }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        require_admin(&caller)?;
+        let id = request.into_inner().user_id;
+        check_user_id(&id)?;
+        let fence = self.0.with_engine(|e| e.fence.clone()).await?;
+        let mut db = self
+            .0
+            .store()
+            .begin_fenced(&fence)
+            .await
+            .map_err(unavailable)?;
+        if !db
+            .delete_user(self.0.node(), &id)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(error(
+                Code::NotFound,
+                "USER_NOT_FOUND",
+                format!("user {id} does not exist"),
+            ));
+        }
+        db.commit().await.map_err(unavailable)?;
+        self.0.with_engine(|e| e.users.remove(&id)).await?;
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        require_admin(&caller)?;
+        let r = request.into_inner();
+        let (size, after) = page(r.page_size, &r.page_token)?;
+        let all: Vec<pb::User> = self
+            .0
+            .with_engine(|e| {
+                e.users
+                    .iter()
+                    .filter(|(id, _)| after.as_deref().is_none_or(|a| id.as_str() > a))
+                    .take(size + 1)
+                    .map(|(id, r)| user_to(id, r))
+                    .collect()
+            })
+            .await?;
+        let more = all.len() > size;
+        let users: Vec<_> = all.into_iter().take(size).collect();
+        let next_page_token = if more {
+            users.last().map(|u| hex::encode(&u.id)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListUsersResponse {
+            users,
+            next_page_token,
+        }))
+    }
+
+    async fn grant_user_rights(
+        &self,
+        request: Request<pb::GrantUserRightsRequest>,
+    ) -> Result<Response<pb::GrantUserRightsResponse>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        require_admin(&caller)?;
+        let r = request.into_inner();
+        check_user_id(&r.user_id)?;
+        let changed = grant(&self.0, &r.user_id, &rights_of(&r.rights)?, true).await?;
+        Ok(Response::new(pb::GrantUserRightsResponse {
+            newly_granted_rights: rights_to(&changed),
+        }))
+    }
+
+    async fn revoke_user_rights(
+        &self,
+        request: Request<pb::RevokeUserRightsRequest>,
+    ) -> Result<Response<pb::RevokeUserRightsResponse>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        require_admin(&caller)?;
+        let r = request.into_inner();
+        check_user_id(&r.user_id)?;
+        let changed = grant(&self.0, &r.user_id, &rights_of(&r.rights)?, false).await?;
+        Ok(Response::new(pb::RevokeUserRightsResponse {
+            newly_revoked_rights: rights_to(&changed),
+        }))
+    }
+
+    async fn list_user_rights(
+        &self,
+        request: Request<pb::ListUserRightsRequest>,
+    ) -> Result<Response<pb::ListUserRightsResponse>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        let id = request.into_inner().user_id;
+        let id = if id.is_empty() {
+            caller.user_id.clone()
+        } else {
+            id
+        };
+        if id != caller.user_id {
+            require_admin(&caller)?;
+        }
+        let rights = self
+            .0
+            .with_engine(|e| e.users.get(&id).map(|r| r.rights.clone()))
+            .await?;
+        let rights = match rights {
+            Some(mut r) => {
+                r.admin |= self.0.settings().admin_users.contains(&id);
+                r
+            }
+            None if self.0.settings().admin_users.contains(&id) => Rights {
+                admin: true,
+                ..Rights::default()
+            },
+            None => {
+                return Err(error(
+                    Code::NotFound,
+                    "USER_NOT_FOUND",
+                    format!("user {id} does not exist"),
+                ))
+            }
+        };
+        Ok(Response::new(pb::ListUserRightsResponse {
+            rights: rights_to(&rights),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::package_service_server::PackageService for LedgerApi {
+    async fn list_packages(
+        &self,
+        request: Request<pb::ListPackagesRequest>,
+    ) -> Result<Response<pb::ListPackagesResponse>, Status> {
+        authorize(&self.0, &request).await?;
+        let rows = self
+            .0
+            .store()
+            .participant_packages(self.0.node())
+            .await
+            .map_err(unavailable)?;
+        let packages = self.0.packages();
+        let list = rows
+            .into_iter()
+            .map(|(id, _, _, at)| {
+                let p =
+                    crate::model::PackageId::parse(&id).and_then(|pid| packages.get(&pid).cloned());
+                pb::PackageDetails {
+                    package_id: id,
+                    name: p.as_ref().map(|p| p.name.to_string()).unwrap_or_default(),
+                    version: p.map(|p| p.version.to_string()).unwrap_or_default(),
+                    uploaded_at_us: at,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListPackagesResponse { packages: list }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::package_management_service_server::PackageManagementService for LedgerApi {
+    async fn upload_package(
+        &self,
+        request: Request<pb::UploadPackageRequest>,
+    ) -> Result<Response<pb::UploadPackageResponse>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        require_admin(&caller)?;
+        let r = request.into_inner();
+        let format = match r.format.as_str() {
+            "yaml" | "" => Format::Yaml,
+            "json" => Format::Json,
+            other => return Err(invalid(format!("format: {other:?} is not yaml or json"))),
+        };
+        let mut packages = (*self.0.packages()).clone();
+        let id = packages
+            .upload(&r.content, format)
+            .map_err(|e| error(Code::InvalidArgument, e.code(), &e))?;
+        let fence = self.0.with_engine(|e| e.fence.clone()).await?;
+        let now = now_us();
+        let mut db = self
+            .0
+            .store()
+            .begin_fenced(&fence)
+            .await
+            .map_err(unavailable)?;
+        let format = if format == Format::Json {
+            "json"
+        } else {
+            "yaml"
+        };
+        db.insert_package(self.0.node(), id.as_str(), format, &r.content, now)
+            .await
+            .map_err(unavailable)?;
+        db.commit().await.map_err(unavailable)?;
+        let p = packages.get(&id).cloned();
+        self.0.set_packages(packages);
+        Ok(Response::new(pb::UploadPackageResponse {
+            package: Some(pb::PackageDetails {
+                package_id: id.to_string(),
+                name: p.as_ref().map(|p| p.name.to_string()).unwrap_or_default(),
+                version: p.map(|p| p.version.to_string()).unwrap_or_default(),
+                uploaded_at_us: now,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::version_service_server::VersionService for LedgerApi {
+    async fn get_ledger_api_version(
+        &self,
+        _: Request<pb::GetLedgerApiVersionRequest>,
+    ) -> Result<Response<pb::GetLedgerApiVersionResponse>, Status> {
+        Ok(Response::new(pb::GetLedgerApiVersionResponse {
+            version: format!("2.0.0-tandem.{}", env!("CARGO_PKG_VERSION")),
+        }))
+    }
+}
+
+/// JSON of a value the API returned, for tests and the CLI.
+pub fn value_json(v: &tandem_proto::prost_types::Value) -> Json {
+    proto_to_json(v)
+}

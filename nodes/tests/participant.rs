@@ -1,0 +1,433 @@
+//! Participants in process over a real synchronizer, on SQLite and Postgres: an Iou issued and
+//! transferred across two participants (their ACSs agree; a third participant sees nothing), a
+//! double spend through two participants, command deduplication, bad input refused with a
+//! stable error code and nothing written, and a party hosted on three participants (threshold
+//! 2, one observer) that commits while both confirmers answer and times out when one is gone.
+#![allow(clippy::unwrap_used, clippy::cloned_ref_to_slice_refs)]
+
+use serde_json::json;
+use std::time::Duration;
+use tandem_nodes::participant::client::LedgerClient;
+use tandem_nodes::testing::Synchronizer;
+use tandem_proto::participant::v1 as admin;
+use tandem_proto::participant::v1::party_hosting_service_client::PartyHostingServiceClient;
+use tandem_proto::participant::v1::synchronizer_connectivity_service_client::SynchronizerConnectivityServiceClient;
+use tonic::Code;
+
+const IOU: &str = "#iou:Iou:Iou";
+
+async fn start(postgres: bool, participants: u32) -> Option<(Synchronizer, Vec<LedgerClient>)> {
+    let sync = Synchronizer::start(
+        postgres,
+        2,
+        1,
+        participants,
+        "topology_change_delay_ms = 50\nconfirmation_response_timeout_ms = 2000",
+        "",
+    )
+    .await
+    .unwrap()?;
+    let package = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/packages/iou.yaml"
+    ))
+    .unwrap();
+    let mut clients = Vec::new();
+    for p in &sync.participants {
+        let c = LedgerClient::connect_lazy(
+            &format!("http://{}", p.ready.api.unwrap()),
+            "participant_admin",
+        )
+        .unwrap();
+        // The replica becomes active, then connects; uploading needs only the former.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match c.upload_package(package.clone(), "yaml").await {
+                Ok(_) => break,
+                Err(s)
+                    if s.code() == Code::Unavailable && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(s) => panic!("upload: {s:?}"),
+            }
+        }
+        clients.push(c);
+    }
+    Some((sync, clients))
+}
+
+/// Allocates `hint` on `c` for its user, waiting out the participant's admission.
+async fn party(c: &LedgerClient, hint: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.allocate_party(hint, &c.user).await {
+            Ok(p) => return p,
+            Err(s)
+                if tokio::time::Instant::now() < deadline
+                    && matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("allocating {hint}: {s:?}"),
+        }
+    }
+}
+
+fn iou(issuer: &str, owner: &str, amount: &str) -> serde_json::Value {
+    json!({"issuer": issuer, "owner": owner, "currency": "USD", "amount": amount, "viewers": []})
+}
+
+fn code_of(s: &tonic::Status) -> &str {
+    s.message().split(':').next().unwrap_or_default()
+}
+
+async fn ledger_flows(postgres: bool) {
+    let Some((sync, c)) = start(postgres, 3).await else {
+        return;
+    };
+    let bank = party(&c[0], "Bank").await;
+    let alice = party(&c[0], "Alice").await;
+    let bob = party(&c[1], "Bob").await;
+    let _carol = party(&c[2], "Carol").await;
+
+    // Issue on p1, transfer to Bob on p2.
+    let created = c[0]
+        .submit_and_wait_for_transaction(c[0].commands(
+            "issue-1",
+            &[bank.clone()],
+            vec![LedgerClient::create(IOU, &iou(&bank, &alice, "100.0"))],
+        ))
+        .await
+        .unwrap();
+    let iou1 = match &created.events[0].event {
+        Some(tandem_proto::ledger::v2::event::Event::Created(e)) => e.contract_id.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (transfer_update, _) = c[0]
+        .submit_and_wait(c[0].commands(
+            "transfer-1",
+            &[alice.clone()],
+            vec![LedgerClient::exercise(
+                IOU,
+                &iou1,
+                "Transfer",
+                &json!({"new_owner": bob}),
+            )],
+        ))
+        .await
+        .unwrap();
+    let at_p1 = c[0].active_contracts(&[bank.clone()]).await.unwrap();
+    let at_p2 = c[1].active_contracts(&[bob.clone()]).await.unwrap();
+    assert_eq!(at_p1.len(), 1, "{at_p1:?}");
+    assert_eq!(
+        at_p1[0].contract_id, at_p2[0].contract_id,
+        "both ACSs hold the same contract"
+    );
+    assert_eq!(at_p1[0].arguments, at_p2[0].arguments);
+    assert_eq!(at_p2[0].arguments["owner"], json!(bob));
+    let p2_updates = c[1]
+        .updates(&[bob.clone()], 0, c[1].ledger_end().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(p2_updates.len(), 1);
+    assert_eq!(
+        p2_updates[0].update_id, transfer_update,
+        "the update id is the same everywhere"
+    );
+    assert_eq!(
+        c[2].ledger_end().await.unwrap(),
+        0,
+        "a participant hosting no informee sees nothing"
+    );
+    assert!(
+        c[0].active_contracts(&[alice.clone()])
+            .await
+            .unwrap()
+            .is_empty(),
+        "Alice's Iou is archived"
+    );
+
+    // Double spend: Bob transfers on p2 while Bank archives on p1, at once.
+    let iou2 = at_p2[0].contract_id.clone();
+    let transfer = c[1].submit_and_wait(c[1].commands(
+        "ds-transfer",
+        &[bob.clone()],
+        vec![LedgerClient::exercise(
+            IOU,
+            &iou2,
+            "Transfer",
+            &json!({"new_owner": alice}),
+        )],
+    ));
+    let archive = c[0].submit_and_wait(c[0].commands(
+        "ds-archive",
+        &[bank.clone()],
+        vec![LedgerClient::exercise(IOU, &iou2, "Archive", &json!({}))],
+    ));
+    let (t, a) = tokio::join!(transfer, archive);
+    let outcomes = [t.map(|_| ()), a.map(|_| ())];
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "exactly one commits: {outcomes:?}"
+    );
+    let loser = outcomes.iter().find_map(|o| o.as_ref().err()).unwrap();
+    assert!(
+        matches!(
+            (loser.code(), code_of(loser)),
+            (Code::Aborted, "LOCKED_CONTRACTS")
+                | (Code::NotFound, "CONTRACT_NOT_FOUND" | "CONTRACT_NOT_ACTIVE")
+        ),
+        "contention error: {loser:?}"
+    );
+
+    // Deduplication: the same change twice, one after the other and at once.
+    let cmd = |id: &str| {
+        c[0].commands(
+            id,
+            &[bank.clone()],
+            vec![LedgerClient::create(IOU, &iou(&bank, &alice, "1.0"))],
+        )
+    };
+    c[0].submit_and_wait(cmd("dedup-1")).await.unwrap();
+    let again = c[0].submit_and_wait(cmd("dedup-1")).await.unwrap_err();
+    assert_eq!(
+        (again.code(), code_of(&again)),
+        (Code::AlreadyExists, "DUPLICATE_COMMAND"),
+        "{again:?}"
+    );
+    let (x, y) = tokio::join!(
+        c[0].submit_and_wait(cmd("dedup-2")),
+        c[0].submit_and_wait(cmd("dedup-2"))
+    );
+    let results = [x, y];
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    let dup = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert_eq!(dup.code(), Code::AlreadyExists, "{dup:?}");
+
+    // Bad input: each refused with its code, nothing written.
+    let end = c[0].ledger_end().await.unwrap();
+    let cases = vec![
+        (
+            "unknown template",
+            c[0].commands(
+                "bad-1",
+                &[bank.clone()],
+                vec![LedgerClient::create(
+                    "#iou:Iou:Nope",
+                    &iou(&bank, &alice, "1.0"),
+                )],
+            ),
+            Code::InvalidArgument,
+            "TEMPLATE_NOT_FOUND",
+        ),
+        (
+            "ill-typed argument",
+            c[0].commands(
+                "bad-2",
+                &[bank.clone()],
+                vec![LedgerClient::create(
+                    IOU,
+                    &json!({"issuer": bank, "owner": 5}),
+                )],
+            ),
+            Code::InvalidArgument,
+            "",
+        ),
+        (
+            "unknown choice",
+            c[0].commands(
+                "bad-3",
+                &[alice.clone()],
+                vec![LedgerClient::exercise(IOU, &iou1, "Steal", &json!({}))],
+            ),
+            Code::InvalidArgument,
+            "CHOICE_NOT_FOUND",
+        ),
+        (
+            "archived contract",
+            c[0].commands(
+                "bad-4",
+                &[alice.clone()],
+                vec![LedgerClient::exercise(
+                    IOU,
+                    &iou1,
+                    "Transfer",
+                    &json!({"new_owner": bob}),
+                )],
+            ),
+            Code::NotFound,
+            "",
+        ),
+        (
+            "party not hosted here",
+            c[0].commands(
+                "bad-5",
+                &[bob.clone()],
+                vec![LedgerClient::create(IOU, &iou(&bob, &bob, "1.0"))],
+            ),
+            Code::PermissionDenied,
+            "",
+        ),
+        (
+            "no commands",
+            c[0].commands("bad-6", &[bank.clone()], vec![]),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "no act_as",
+            c[0].commands(
+                "bad-7",
+                &[],
+                vec![LedgerClient::create(IOU, &iou(&bank, &alice, "1.0"))],
+            ),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        ),
+    ];
+    for (what, commands, code, error_code) in cases {
+        let err = c[0].submit_and_wait(commands).await.unwrap_err();
+        assert_eq!(err.code(), code, "{what}: {err:?}");
+        assert!(code_of(&err).starts_with(error_code), "{what}: {err:?}");
+    }
+    let stranger = LedgerClient::connect_lazy(
+        &format!("http://{}", sync.participants[0].ready.api.unwrap()),
+        "nobody",
+    )
+    .unwrap();
+    let err = stranger.ledger_end().await.unwrap_err();
+    assert_eq!(
+        (err.code(), code_of(&err)),
+        (Code::PermissionDenied, "USER_NOT_FOUND")
+    );
+    let err = c[0].updates(&[bank.clone()], end + 5, 0).await.unwrap_err();
+    assert_eq!(
+        (err.code(), code_of(&err)),
+        (Code::OutOfRange, "OFFSET_AFTER_LEDGER_END"),
+        "{err:?}"
+    );
+    assert_eq!(
+        c[0].ledger_end().await.unwrap(),
+        end,
+        "nothing written by refused commands"
+    );
+    drop(c);
+    sync.stop().await.unwrap();
+}
+
+async fn multi_hosted_party(postgres: bool) {
+    let Some((sync, c)) = start(postgres, 3).await else {
+        return;
+    };
+    let dana = party(&c[0], "Dana").await;
+    for client in &c[1..] {
+        party(client, "Placeholder").await; // connected and admitted
+    }
+    let admin = |i: usize| format!("http://{}", sync.participants[i].ready.admin);
+    let mut ids = Vec::new();
+    for client in &c {
+        let r = client
+            .parties_client()
+            .get_participant_id(tandem_proto::ledger::v2::GetParticipantIdRequest {})
+            .await
+            .unwrap();
+        ids.push(r.into_inner().participant_id);
+    }
+    let (p1, p2, p3) = (&ids[0], &ids[1], &ids[2]);
+    let host = |p: &str, perm: &str| admin::Host {
+        participant: p.into(),
+        permission: perm.into(),
+    };
+    let proposed = PartyHostingServiceClient::connect(admin(0))
+        .await
+        .unwrap()
+        .propose_party_hosting(admin::ProposePartyHostingRequest {
+            party: dana.clone(),
+            threshold: 2,
+            participants: vec![
+                host(p1, "submission"),
+                host(p2, "confirmation"),
+                host(p3, "observation"),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(proposed.status, "proposed");
+    assert_eq!(proposed.missing_signers.len(), 2, "{proposed:?}");
+    for i in [1, 2] {
+        let mut hosting = PartyHostingServiceClient::connect(admin(i)).await.unwrap();
+        let waiting = hosting
+            .list_hosting_proposals(admin::ListHostingProposalsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .proposals;
+        assert_eq!(waiting.len(), 1, "participant {i} sees the proposal");
+        assert_eq!(waiting[0].party, dana);
+        hosting
+            .authorize_hosting_proposal(admin::AuthorizeHostingProposalRequest {
+                hash: waiting[0].hash.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    // Both confirmers answer: committed, and the observer's participant sees it.
+    let create = |id: &str| {
+        c[0].commands(
+            id,
+            &[dana.clone()],
+            vec![LedgerClient::create(IOU, &iou(&dana, &dana, "5.0"))],
+        )
+    };
+    let (_, offset) = c[0].submit_and_wait(create("multi-1")).await.unwrap();
+    assert!(offset > 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c[2].ledger_end().await.unwrap() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the observer participant never got the transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        c[1].active_contracts(&[dana.clone()]).await.unwrap().len(),
+        1
+    );
+    // The confirming second host is gone: the threshold cannot be met; rejected at the timeout.
+    SynchronizerConnectivityServiceClient::connect(admin(1))
+        .await
+        .unwrap()
+        .disconnect_synchronizer(admin::DisconnectSynchronizerRequest {
+            synchronizer: "synchronizer1".into(),
+        })
+        .await
+        .unwrap();
+    let err = c[0].submit_and_wait(create("multi-2")).await.unwrap_err();
+    assert_eq!(
+        (err.code(), code_of(&err)),
+        (Code::Aborted, "MEDIATOR_TIMEOUT"),
+        "{err:?}"
+    );
+    assert!(
+        err.message().contains(&dana),
+        "names the unresponsive party: {err:?}"
+    );
+    drop(c);
+    sync.stop().await.unwrap();
+}
+
+macro_rules! both_backends {
+    ($($name:ident),*) => {
+        mod sqlite_backend { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(false).await } )* }
+        mod postgres_backend { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(true).await } )* }
+    };
+}
+
+both_backends!(ledger_flows, multi_hosted_party);
