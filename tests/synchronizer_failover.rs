@@ -7,121 +7,29 @@
 
 mod common;
 
+use common::topology::{active, Processes};
 use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tandem::process::NodeProcess;
-use tandem_nodes::config::TopologyConfig;
-use tandem_nodes::health::probe;
 use tandem_nodes::identity::{KeyPair, MemberId, MemberKind};
 use tandem_nodes::member::admit_within;
 use tandem_nodes::model::ids::Party;
-use tandem_nodes::testing::{mediator_id, synchronizer_topology, PgDatabase, TestMember};
+use tandem_nodes::testing::{mediator_id, TestMember};
 use tandem_nodes::topology::{
     Mapping, Operation, PartyHosting, Permission, SignedTransaction, Transaction,
 };
 use tandem_proto::topology::v1 as tpb;
 use tandem_proto::topology::v1::topology_manager_service_client::TopologyManagerServiceClient;
 
-struct Processes {
-    dir: tempfile::TempDir,
-    topology: TopologyConfig,
-    sequencers: Vec<NodeProcess>,
-    tms: Vec<NodeProcess>,
-    mediators: Vec<NodeProcess>,
-    _pg: Option<PgDatabase>,
-}
-
 async fn start(postgres: bool) -> Option<Processes> {
-    let dir = tempfile::tempdir().unwrap();
-    let (storage, pg) = if postgres {
-        let db = PgDatabase::fresh()?;
-        (db.url.clone(), Some(db))
-    } else {
-        (format!("sqlite://{}/sync.db", dir.path().display()), None)
-    };
-    let mut topology = TopologyConfig::parse(&synchronizer_topology(
-        &storage,
-        2,
+    Processes::start(
+        postgres,
         0,
-        "topology_change_delay_ms = 50\nconfirmation_response_timeout_ms = 20000",
-        "heartbeat_interval_ms = 50\noffline_after_ms = 500",
-    ))
-    .unwrap();
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_tandem"));
-    // In order: each node kind finds the ones it needs at the addresses they bound.
-    let mut started: Vec<Vec<NodeProcess>> = Vec::new();
-    for node in ["sequencer", "topology-manager", "mediator"] {
-        let mut replicas = Vec::new();
-        for replica in 0..2 {
-            let timeout = Duration::from_secs(30);
-            let process = NodeProcess::spawn_recorded(
-                &bin,
-                dir.path(),
-                &mut topology,
-                node,
-                replica,
-                timeout,
-            )
-            .await
-            .unwrap();
-            replicas.push(process);
-        }
-        started.push(replicas);
-    }
-    let mediators = started.pop().unwrap();
-    let tms = started.pop().unwrap();
-    let sequencers = started.pop().unwrap();
-    Some(Processes {
-        dir,
-        topology,
-        sequencers,
-        tms,
-        mediators,
-        _pg: pg,
-    })
-}
-
-impl Processes {
-    fn sequencer_endpoints(&self) -> Vec<String> {
-        self.topology.sequencer_endpoints()
-    }
-
-    fn tm_endpoints(&self) -> Vec<String> {
-        self.topology.topology_manager_endpoints()
-    }
-
-    async fn stop(mut self) {
-        for p in self
-            .mediators
-            .iter_mut()
-            .chain(self.tms.iter_mut())
-            .chain(self.sequencers.iter_mut())
-        {
-            p.stop(Duration::from_secs(10)).await;
-        }
-        drop(self.dir);
-    }
-}
-
-/// The replica among `replicas` whose /health answers 200, waiting for one other than `except`.
-async fn active(replicas: &[NodeProcess], except: Option<usize>) -> usize {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        for (i, p) in replicas.iter().enumerate() {
-            if Some(i) == except {
-                continue;
-            }
-            if let Ok((200, _)) = probe(p.ready.health, "/health", Duration::from_millis(300)).await
-            {
-                return i;
-            }
-        }
-        assert!(Instant::now() < until, "no active replica");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        "confirmation_response_timeout_ms = 20000",
+        |_| {},
+    )
+    .await
 }
 
 /// Submits to whichever topology manager replica is active.
@@ -213,11 +121,13 @@ async fn mediator_sigkill_under_load(postgres: bool) {
         async move { n >= REQUESTS / 3 }
     })
     .await;
-    let victim = active(&p.mediators, None).await;
-    p.mediators[victim].signal(Signal::SIGKILL).unwrap();
+    let victim = active(p.replicas("mediator"), None).await;
+    p.replicas("mediator")[victim]
+        .signal(Signal::SIGKILL)
+        .unwrap();
     let killed = Instant::now();
-    p.mediators[victim].wait().await.unwrap();
-    let standby = active(&p.mediators, Some(victim)).await;
+    p.replicas("mediator")[victim].wait().await.unwrap();
+    let standby = active(p.replicas("mediator"), Some(victim)).await;
     let failover_ms = killed.elapsed().as_millis();
     load.await.unwrap();
 
@@ -281,15 +191,20 @@ async fn topology_manager_sigkill_under_load(postgres: bool) {
         async move { n >= ADMISSIONS / 3 }
     })
     .await;
-    let victim = active(&p.tms, None).await;
-    p.tms[victim].signal(Signal::SIGKILL).unwrap();
+    let victim = active(p.replicas("topology-manager"), None).await;
+    p.replicas("topology-manager")[victim]
+        .signal(Signal::SIGKILL)
+        .unwrap();
     let killed = Instant::now();
-    p.tms[victim].wait().await.unwrap();
-    let standby = active(&p.tms, Some(victim)).await;
+    p.replicas("topology-manager")[victim].wait().await.unwrap();
+    let standby = active(p.replicas("topology-manager"), Some(victim)).await;
     let failover_ms = killed.elapsed().as_millis();
     load.await.unwrap();
 
-    let endpoint = format!("http://{}", p.tms[standby].ready.admin);
+    let endpoint = format!(
+        "http://{}",
+        p.replicas("topology-manager")[standby].ready.admin
+    );
     let mut client = TopologyManagerServiceClient::connect(endpoint)
         .await
         .unwrap();

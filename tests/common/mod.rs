@@ -12,6 +12,8 @@ use tandem_nodes::store::Store;
 use tandem_nodes::testing::PgDatabase;
 use tokio_util::sync::CancellationToken;
 
+pub mod topology;
+
 pub const NODE: &str = "bench";
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
