@@ -29,6 +29,8 @@ pub enum Command {
     /// Talk to a replica's admin API: show replication status, hand leadership over.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Use a participant's Ledger API: parties, packages, commands, contracts and updates.
+    Ledger(LedgerArgs),
     /// Run a benchmark and print its samples and a `key=value` summary line.
     #[command(subcommand)]
     Bench(BenchAll),
@@ -201,6 +203,118 @@ pub enum BenchCommand {
     /// Start N sequencer processes over one database, have M members send concurrently, and
     /// measure events per second and send-to-deliver latency.
     Sequencer(BenchSequencerArgs),
+    /// Start a whole topology (synchronizer and participants), then have clients issue and
+    /// transfer Ious through SubmitAndWait; measure transactions per second and latency.
+    Ledger(BenchLedgerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchLedgerArgs {
+    /// Storage backend of every node.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: BenchBackend,
+    /// Postgres server to use with --backend postgres; a throwaway cluster is started when omitted.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Participants (clients are spread over them; transfers go to the next one's party).
+    #[arg(long, default_value_t = 2)]
+    pub participants: u32,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    pub clients: u32,
+    /// How long to measure, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// Ledger API endpoint: a participant replica or the lb's frontend for it.
+    #[arg(long, default_value = "http://127.0.0.1:4001")]
+    pub url: String,
+    /// The user to act as (`x-tandem-user`).
+    #[arg(long, default_value = "participant_admin")]
+    pub user: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: LedgerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Allocate or list parties.
+    #[command(subcommand)]
+    Parties(PartiesCommand),
+    /// Upload or list packages.
+    #[command(subcommand)]
+    Packages(PackagesCommand),
+    /// Create a contract: `--template '#iou:Iou:Iou' --args '{...}'`.
+    Create {
+        #[arg(long)]
+        act_as: Vec<String>,
+        #[arg(long)]
+        template: String,
+        /// The create arguments as JSON (Canton JSON API value encoding).
+        #[arg(long)]
+        args: String,
+        /// Deduplicates retries; generated when omitted.
+        #[arg(long)]
+        command_id: Option<String>,
+    },
+    /// Exercise a choice on a contract.
+    Exercise {
+        #[arg(long)]
+        act_as: Vec<String>,
+        #[arg(long)]
+        template: String,
+        #[arg(long)]
+        contract_id: String,
+        #[arg(long)]
+        choice: String,
+        /// The choice argument as JSON.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        #[arg(long)]
+        command_id: Option<String>,
+    },
+    /// The active contracts some parties see.
+    Acs {
+        #[arg(long, required = true)]
+        party: Vec<String>,
+    },
+    /// The transactions some parties see, between two offsets.
+    Updates {
+        #[arg(long, required = true)]
+        party: Vec<String>,
+        /// Exclusive start offset.
+        #[arg(long, default_value_t = 0)]
+        from: i64,
+        /// Inclusive end offset; the ledger end when omitted.
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// The ledger end offset.
+    End,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartiesCommand {
+    /// Allocate `HINT::<participant fingerprint>`; the user may act as it.
+    Allocate {
+        hint: String,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackagesCommand {
+    /// Upload a package document (YAML, or JSON for `.json` files).
+    Upload {
+        file: PathBuf,
+    },
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +360,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lb(args) => commands::lb::run(args).await,
         Command::Gateway(args) => commands::not_yet("gateway", &args.config),
         Command::Admin(command) => commands::admin::run(command).await,
+        Command::Ledger(args) => commands::ledger::run(args).await,
         Command::Bench(BenchAll::Replication(command)) => commands::bench::run(command).await,
         Command::Bench(BenchAll::Lb(args)) => commands::lb::bench(args).await,
         Command::Check(args) => commands::check(&args.config),

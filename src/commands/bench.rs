@@ -30,6 +30,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Failover(args) => bench(args, Mode::Failover).await,
         BenchCommand::Handover(args) => bench(args, Mode::Handover).await,
         BenchCommand::Sequencer(args) => super::bench_sequencer::run(args).await,
+        BenchCommand::Ledger(args) => super::bench_ledger::run(args).await,
     }
 }
 

@@ -2,8 +2,10 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bench_ledger;
 pub mod bench_sequencer;
 pub mod lb;
+pub mod ledger;
 pub mod node;
 pub mod topology;
 pub mod up;

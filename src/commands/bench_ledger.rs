@@ -1,0 +1,182 @@
+//! `tandem bench ledger`: a whole topology as processes (two sequencers, two replicas each of
+//! the topology manager, the mediator and every participant), then `--clients` clients each
+//! issue an Iou and transfer it to a party on the next participant, through SubmitAndWait, for
+//! `--duration` seconds. Prints committed transactions per second and latency percentiles.
+
+use crate::cli::{BenchBackend, BenchLedgerArgs};
+use crate::process::NodeProcess;
+use anyhow::{bail, Context};
+use serde_json::json;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tandem_nodes::config::TopologyConfig;
+use tandem_nodes::participant::client::LedgerClient;
+use tandem_nodes::testing::{synchronizer_topology, PgCluster, PgDatabase};
+
+const IOU: &str = "#iou:Iou:Iou";
+const PACKAGE: &[u8] = include_bytes!("../../examples/packages/iou.yaml");
+
+pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<ExitCode> {
+    if args.participants == 0 || args.clients == 0 || args.duration == 0 {
+        bail!("--participants, --clients and --duration must be positive");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-bench-ledger-")
+        .tempdir()?;
+    let (storage, _pg): (String, Option<PgDatabase>) = match (args.backend, &args.postgres) {
+        (BenchBackend::Sqlite, _) => (format!("sqlite://{}/ledger.db", dir.path().display()), None),
+        (BenchBackend::Postgres, Some(url)) => {
+            let name = format!("tandem_bench_ledger_{}", std::process::id());
+            (
+                tandem_nodes::store::ensure_postgres_database(url, &name).await?,
+                None,
+            )
+        }
+        (BenchBackend::Postgres, None) => {
+            let cluster = Arc::new(PgCluster::start().map_err(anyhow::Error::msg)?);
+            let db = cluster.database().map_err(anyhow::Error::msg)?;
+            (db.url.clone(), Some(db))
+        }
+    };
+    let mut topology = TopologyConfig::parse(&synchronizer_topology(
+        &storage,
+        2,
+        args.participants as usize,
+        "topology_change_delay_ms = 50",
+        "",
+    ))?;
+    let bin = std::env::current_exe()?;
+    let mut order = vec![
+        "sequencer".to_string(),
+        "topology-manager".into(),
+        "mediator".into(),
+    ];
+    order.extend((1..=args.participants).map(|i| format!("participant{i}")));
+    let mut processes = Vec::new();
+    let mut apis = Vec::new();
+    let started = async {
+        for node in &order {
+            for replica in 0..2 {
+                let p = NodeProcess::spawn_recorded(
+                    &bin,
+                    dir.path(),
+                    &mut topology,
+                    node,
+                    replica,
+                    Duration::from_secs(30),
+                )
+                .await?;
+                if node.starts_with("participant") && replica == 0 {
+                    apis.push(p.ready.api.context("participant without a Ledger API")?);
+                }
+                processes.push(p);
+            }
+        }
+        anyhow::Ok(())
+    };
+    let result = match started.await {
+        Ok(()) => drive(&args, &apis).await,
+        Err(e) => Err(e),
+    };
+    for p in processes.iter_mut().rev() {
+        p.stop(Duration::from_secs(10)).await;
+    }
+    let (elapsed, mut latencies) = result?;
+    let total = latencies.len();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| super::bench::percentile(&latencies, p);
+    let backend = if args.backend == BenchBackend::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    println!(
+        "bench=ledger backend={backend} participants={} clients={} duration_s={} transactions={total} tx_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
+        args.participants,
+        args.clients,
+        args.duration,
+        total as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        pct(1.0)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Retries `f` while the participant is still becoming active or connecting.
+async fn ready<T, F: std::future::Future<Output = Result<T, tonic::Status>>>(
+    mut f: impl FnMut() -> F,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match f().await {
+            Ok(t) => return Ok(t),
+            Err(s)
+                if Instant::now() < deadline
+                    && matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                    ) =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => bail!("{:?}: {}", s.code(), s.message()),
+        }
+    }
+}
+
+async fn drive(
+    args: &BenchLedgerArgs,
+    apis: &[std::net::SocketAddr],
+) -> anyhow::Result<(Duration, Vec<f64>)> {
+    let clients: Vec<LedgerClient> = apis
+        .iter()
+        .map(|a| {
+            LedgerClient::connect_lazy(&format!("http://{a}"), "participant_admin")
+                .map_err(anyhow::Error::msg)
+        })
+        .collect::<Result<_, _>>()?;
+    for c in &clients {
+        ready(|| c.upload_package(PACKAGE.to_vec(), "yaml")).await?;
+    }
+    let mut parties = Vec::new();
+    for i in 0..args.clients as usize {
+        let here = clients[i % clients.len()].clone();
+        let there = clients[(i + 1) % clients.len()].clone();
+        let (owner_hint, receiver_hint) = (format!("Owner{i}"), format!("Receiver{i}"));
+        let owner = ready(|| here.allocate_party(&owner_hint, "participant_admin")).await?;
+        let receiver = ready(|| there.allocate_party(&receiver_hint, "participant_admin")).await?;
+        parties.push((here, owner, receiver));
+    }
+    let mut tasks = Vec::new();
+    let until = Instant::now() + Duration::from_secs(args.duration);
+    for (i, (here, owner, receiver)) in parties.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < until {
+                let t0 = Instant::now();
+                let args = json!({"issuer": owner, "owner": owner, "currency": "USD", "amount": "10.0", "viewers": []});
+                let create = here.commands(&format!("c{i}-{n}"), std::slice::from_ref(&owner), vec![LedgerClient::create(IOU, &args)]);
+                let tx = here.submit_and_wait_for_transaction(create).await?;
+                latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                let Some(tandem_proto::ledger::v2::event::Event::Created(c)) = tx.events.first().and_then(|e| e.event.clone()) else {
+                    anyhow::bail!("no created event");
+                };
+                let t1 = Instant::now();
+                let transfer = here.commands(&format!("t{i}-{n}"), std::slice::from_ref(&owner), vec![LedgerClient::exercise(IOU, &c.contract_id, "Transfer", &json!({"new_owner": receiver}))]);
+                here.submit_and_wait(transfer).await?;
+                latencies.push(t1.elapsed().as_secs_f64() * 1000.0);
+                n += 1;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let measuring = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok((measuring.elapsed(), all))
+}
