@@ -139,6 +139,45 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: TopologyTarget,
     },
+    /// Propose hosting a party on several participants, signed by this participant:
+    /// `--host PAR::participant2::1220…=confirmation` for each host (submission, confirmation
+    /// or observation).
+    HostParty {
+        #[command(flatten)]
+        target: ParticipantTarget,
+        #[arg(long)]
+        party: String,
+        #[arg(long)]
+        threshold: u32,
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+    },
+    /// Party hosting proposals waiting for this participant's signature.
+    HostingProposals {
+        #[command(flatten)]
+        target: ParticipantTarget,
+    },
+    /// Sign a party hosting proposal as this participant.
+    AuthorizeHosting {
+        #[command(flatten)]
+        target: ParticipantTarget,
+        #[arg(long)]
+        hash: String,
+    },
+    /// Connect a participant to its synchronizer (for `manual_connect` participants).
+    Connect {
+        #[command(flatten)]
+        target: ParticipantTarget,
+        #[arg(long, default_value = "synchronizer1")]
+        synchronizer: String,
+    },
+    /// Disconnect a participant from its synchronizer.
+    Disconnect {
+        #[command(flatten)]
+        target: ParticipantTarget,
+        #[arg(long, default_value = "synchronizer1")]
+        synchronizer: String,
+    },
     /// Sign a proposal as the topology manager (admit a participant to a closed synchronizer).
     Authorize {
         #[command(flatten)]
@@ -147,6 +186,14 @@ pub enum AdminCommand {
         #[arg(long)]
         hash: String,
     },
+}
+
+/// A participant's admin address (a replica, or the lb's admin frontend for the participant).
+#[derive(Debug, Args)]
+pub struct ParticipantTarget {
+    /// Admin address, e.g. 127.0.0.1:4101 (the lb's admin frontend for participant1).
+    #[arg(long, default_value = "127.0.0.1:4101")]
+    pub addr: SocketAddr,
 }
 
 /// Where the topology manager is: a topology file (its replicas are tried in turn) or one

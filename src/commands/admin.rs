@@ -19,6 +19,26 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
         } => super::topology::show(&target, at_us, transactions, json).await,
         AdminCommand::Proposals { target } => super::topology::proposals(&target).await,
         AdminCommand::Authorize { target, hash } => super::topology::authorize(&target, hash).await,
+        AdminCommand::HostParty {
+            target,
+            party,
+            threshold,
+            hosts,
+        } => super::topology::host_party(target.addr, party, threshold, hosts).await,
+        AdminCommand::HostingProposals { target } => {
+            super::topology::hosting_proposals(target.addr).await
+        }
+        AdminCommand::AuthorizeHosting { target, hash } => {
+            super::topology::authorize_hosting(target.addr, hash).await
+        }
+        AdminCommand::Connect {
+            target,
+            synchronizer,
+        } => super::topology::connect(target.addr, synchronizer, true).await,
+        AdminCommand::Disconnect {
+            target,
+            synchronizer,
+        } => super::topology::connect(target.addr, synchronizer, false).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `tandem admin topology|proposals|authorize`: the synchronizer's topology through the active
-//! topology manager's admin API.
+//! topology manager's admin API; `host-party|hosting-proposals|authorize-hosting|connect|
+//! disconnect`: a participant's admin API for multi-hosted parties and connectivity.
 
 use crate::cli::TopologyTarget;
 use anyhow::{bail, Context};
@@ -196,6 +197,123 @@ pub async fn authorize(target: &TopologyTarget, hash: String) -> anyhow::Result<
         );
     } else {
         println!("{} still needs: {}", r.hash, r.missing_signers.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn channel(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the participant admin API at {addr}"))
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+use tandem_proto::participant::v1 as ppb;
+use tandem_proto::participant::v1::party_hosting_service_client::PartyHostingServiceClient;
+use tandem_proto::participant::v1::synchronizer_connectivity_service_client::SynchronizerConnectivityServiceClient;
+
+pub async fn host_party(
+    addr: std::net::SocketAddr,
+    party: String,
+    threshold: u32,
+    hosts: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let participants = hosts
+        .iter()
+        .map(|h| {
+            let (participant, permission) = h
+                .rsplit_once('=')
+                .with_context(|| format!("--host {h}: expected PARTICIPANT=PERMISSION"))?;
+            Ok(ppb::Host {
+                participant: participant.into(),
+                permission: permission.into(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let r = PartyHostingServiceClient::new(channel(addr).await?)
+        .propose_party_hosting(ppb::ProposePartyHostingRequest {
+            party,
+            threshold,
+            participants,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "{}  {}  missing: {}",
+        r.hash,
+        r.status,
+        r.missing_signers.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn hosting_proposals(addr: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+    let r = PartyHostingServiceClient::new(channel(addr).await?)
+        .list_hosting_proposals(ppb::ListHostingProposalsRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    if r.proposals.is_empty() {
+        println!("no proposals");
+    }
+    for p in r.proposals {
+        let hosts: Vec<String> = p
+            .participants
+            .iter()
+            .map(|h| format!("{} ({})", h.participant, h.permission))
+            .collect();
+        println!(
+            "{}  {} threshold {} on {}  missing: {}",
+            p.hash,
+            p.party,
+            p.threshold,
+            hosts.join(", "),
+            p.missing_signers.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn authorize_hosting(
+    addr: std::net::SocketAddr,
+    hash: String,
+) -> anyhow::Result<ExitCode> {
+    let r = PartyHostingServiceClient::new(channel(addr).await?)
+        .authorize_hosting_proposal(ppb::AuthorizeHostingProposalRequest { hash })
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!(
+        "{}  {}  missing: {}",
+        r.hash,
+        r.status,
+        r.missing_signers.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn connect(
+    addr: std::net::SocketAddr,
+    synchronizer: String,
+    up: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut c = SynchronizerConnectivityServiceClient::new(channel(addr).await?);
+    if up {
+        c.connect_synchronizer(ppb::ConnectSynchronizerRequest { synchronizer })
+            .await
+            .map_err(status)?;
+        println!("connected");
+    } else {
+        c.disconnect_synchronizer(ppb::DisconnectSynchronizerRequest { synchronizer })
+            .await
+            .map_err(status)?;
+        println!("disconnected");
     }
     Ok(ExitCode::SUCCESS)
 }
