@@ -36,6 +36,23 @@ pub enum Command {
     Bench(BenchAll),
     /// Check a topology file and print what it describes.
     Check(ConfigArgs),
+    /// Print a JWT for a user, signed with the (unsafe, development-only) HS256 secret of a
+    /// topology's gateways, e.g. `curl -H "Authorization: Bearer $(tandem token --user participant_admin)"`.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user the token names (`sub`).
+    #[arg(long, default_value = "participant_admin")]
+    pub user: String,
+    /// Topology whose first gateway's `hs256_secret` signs; the built-in default topology when
+    /// omitted.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
 }
 
 #[derive(Debug, Args)]
@@ -405,11 +422,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => commands::up::run(args).await,
         Command::Node(args) => commands::node::run(args).await,
         Command::Lb(args) => commands::lb::run(args).await,
-        Command::Gateway(args) => commands::not_yet("gateway", &args.config),
+        Command::Gateway(args) => commands::gateway::run(&args).await,
         Command::Admin(command) => commands::admin::run(command).await,
         Command::Ledger(args) => commands::ledger::run(args).await,
         Command::Bench(BenchAll::Replication(command)) => commands::bench::run(command).await,
         Command::Bench(BenchAll::Lb(args)) => commands::lb::bench(args).await,
         Command::Check(args) => commands::check(&args.config),
+        Command::Token(args) => commands::token(&args),
     }
 }

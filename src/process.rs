@@ -53,6 +53,37 @@ pub struct LbReady {
     pub frontends: std::collections::BTreeMap<String, std::net::SocketAddr>,
 }
 
+/// What a started gateway announces.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct GatewayReady {
+    pub name: String,
+    pub listen: std::net::SocketAddr,
+    pub advertised_url: String,
+}
+
+/// A `tandem gateway` child.
+pub type GatewayProcess = ChildProcess<GatewayReady>;
+
+impl GatewayProcess {
+    /// Starts gateway `name` of the topology and waits for its ready line.
+    pub async fn spawn_gateway(
+        bin: &Path,
+        config: &Path,
+        name: &str,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<GatewayProcess, SpawnError> {
+        let args = [
+            "gateway".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--name".into(),
+            name.to_string(),
+        ];
+        spawn_child(bin, &args, name, log, timeout).await
+    }
+}
+
 /// What to run: the `tandem` binary, the topology file and the replica.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {

@@ -42,3 +42,29 @@ pub use claims::{
 pub use config::{AuthConfig, MAX_LEEWAY_SECONDS, MIN_HS256_SECRET_BYTES};
 pub use error::{AuthError, ConfigError, Reason};
 pub use verifier::{Verifier, MAX_TOKEN_BYTES};
+
+/// Mints a scope-based token (`sub` = `user`, scope `daml_ledger_api`) signed with an HS256
+/// `secret`, valid for `ttl_seconds`: what `tandem token` prints for trying a local topology
+/// whose gateways accept the (unsafe) shared secret. Never for production keys.
+pub fn mint_hs256_dev_token(
+    secret: &str,
+    user: &str,
+    ttl_seconds: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = serde_json::json!({
+        "sub": user,
+        "scope": "daml_ledger_api",
+        "iat": now,
+        "exp": now + ttl_seconds,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+}

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod bench;
 pub mod bench_ledger;
 pub mod bench_sequencer;
+pub mod gateway;
 pub mod lb;
 pub mod ledger;
 pub mod node;
@@ -13,21 +14,6 @@ pub mod up;
 use std::path::Path;
 use std::process::ExitCode;
 use tandem_nodes::config::TopologyConfig;
-
-/// Exit code for a command whose service is not part of this build yet.
-const EXIT_UNAVAILABLE: u8 = 2;
-
-/// The lb and the gateway are configured in the topology already; their services are built
-/// next. Validate the file so a mistake is caught now, and say plainly that nothing will run.
-pub fn not_yet(what: &str, config: &Path) -> anyhow::Result<ExitCode> {
-    load(config)?;
-    eprintln!(
-        "error: `tandem {what}` is not available in this build yet: the topology is valid, \
-         but the {what} service has not been implemented. Replicated nodes run with `tandem up` \
-         or `tandem node`."
-    );
-    Ok(ExitCode::from(EXIT_UNAVAILABLE))
-}
 
 pub fn load(config: &Path) -> anyhow::Result<TopologyConfig> {
     Ok(TopologyConfig::load(config)?)
@@ -72,4 +58,22 @@ impl Termination {
             _ = self.int.recv() => {}
         }
     }
+}
+
+/// `tandem token`: a development JWT signed with a gateway's HS256 secret.
+pub fn token(args: &crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
+    let topology = match &args.config {
+        Some(path) => load(path)?,
+        None => TopologyConfig::parse(up::DEFAULT_TOPOLOGY)?,
+    };
+    let secret = topology
+        .gateways
+        .iter()
+        .find_map(|g| g.auth.hs256_secret.clone())
+        .ok_or_else(|| anyhow::anyhow!("no gateway of the topology has an hs256_secret"))?;
+    println!(
+        "{}",
+        tandem_auth::mint_hs256_dev_token(&secret, &args.user, args.ttl)?
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 //! replicas that die, and stop everything cleanly on Ctrl-C or SIGTERM.
 
 use crate::cli::UpArgs;
-use crate::process::{LbProcess, NodeProcess, NodeSpec};
+use crate::process::{GatewayProcess, LbProcess, NodeProcess, NodeSpec};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::io::Write;
@@ -75,6 +75,30 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     settle(&mut replicas).await;
     print_table(&replicas);
+    let mut gateways = Vec::new();
+    for g in &topology.gateways {
+        let log = log_dir(&args.data_dir).join(format!("{}.log", g.name));
+        match GatewayProcess::spawn_gateway(&bin, &config_path, &g.name, &log, READY_TIMEOUT).await
+        {
+            Ok(p) => {
+                println!(
+                    "gateway {} (pid {}): http://{} (advertised {})",
+                    p.ready.name,
+                    p.pid(),
+                    p.ready.listen,
+                    p.ready.advertised_url
+                );
+                gateways.push(p);
+            }
+            Err(e) => {
+                for p in &mut gateways {
+                    p.stop(STOP_GRACE).await;
+                }
+                stop_all(&mut replicas).await;
+                return Err(e.into());
+            }
+        }
+    }
     let lb_log = log_dir(&args.data_dir).join("lb.log");
     let mut lb = match &topology.lb {
         Some(_) => match LbProcess::spawn_lb(&bin, &config_path, &lb_log, READY_TIMEOUT).await {
@@ -83,6 +107,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 Some(lb)
             }
             Err(e) => {
+                for p in &mut gateways {
+                    p.stop(STOP_GRACE).await;
+                }
                 stop_all(&mut replicas).await;
                 return Err(e.into());
             }
@@ -105,6 +132,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("stopping {} replicas ...", replicas.len());
     if let Some(lb) = lb.as_mut() {
         lb.stop(STOP_GRACE).await;
+    }
+    for p in &mut gateways {
+        p.stop(STOP_GRACE).await;
     }
     stop_all(&mut replicas).await;
     println!("stopped");

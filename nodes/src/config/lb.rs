@@ -393,18 +393,23 @@ impl LoadedLb {
                 UpstreamProtocol::H2c,
                 replicas(&topology.synchronizer.sequencer, false),
             )),
-            BackendGroup::Gateways => Some(group(
-                Strategy::RoundRobin,
-                UpstreamProtocol::Http1,
-                topology
-                    .gateways
-                    .iter()
-                    .map(|g| ServerConfig {
-                        address: g.listen,
-                        health: None,
-                    })
-                    .collect(),
-            )),
+            BackendGroup::Gateways => {
+                let mut gateways = group(
+                    Strategy::RoundRobin,
+                    UpstreamProtocol::Http1,
+                    topology
+                        .gateways
+                        .iter()
+                        .map(|g| ServerConfig {
+                            address: g.listen,
+                            health: None,
+                        })
+                        .collect(),
+                );
+                // A gateway is ready once its keys are loaded and its participant answers.
+                gateways.health_check.path = "/readyz".into();
+                Some(gateways)
+            }
             BackendGroup::Group(_) => None,
         }
     }

@@ -34,6 +34,8 @@ use tonic::Status;
 const DEFAULT_DEDUP_US: i64 = 7 * 24 * 3600 * 1_000_000;
 /// Longest deduplication period a submission may ask for.
 const MAX_DEDUP_US: i64 = 30 * 24 * 3600 * 1_000_000;
+/// Most events processed in one database transaction.
+const MAX_BATCH: usize = 64;
 /// A submission's request must be sequenced within this long.
 const MAX_SEQUENCING_US: i64 = 10_000_000;
 /// An in-flight submission whose request was not seen this long after its max sequencing time
@@ -395,7 +397,17 @@ impl Participant {
             let effects = tokio::select! {
                 () = stop.cancelled() => return,
                 event = events.recv() => match event {
-                    Some(e) => self.on_event(e).await,
+                    Some(e) => {
+                        // Whatever else already arrived goes into the same transaction.
+                        let mut batch = vec![e];
+                        while batch.len() < MAX_BATCH {
+                            match events.try_recv() {
+                                Ok(e) => batch.push(e),
+                                Err(_) => break,
+                            }
+                        }
+                        self.on_events(batch).await
+                    }
                     None => return,
                 },
                 _ = tick.tick() => self.expire_unsequenced().await,
@@ -411,17 +423,42 @@ impl Participant {
         }
     }
 
-    async fn on_event(
+    /// Processes a batch of events in one fenced transaction with the cursor.
+    async fn on_events(
         &self,
-        event: tandem_proto::sequencer::v1::SequencedEvent,
+        events: Vec<tandem_proto::sequencer::v1::SequencedEvent>,
     ) -> Result<Effects, StoreError> {
         let mut effects = Effects::default();
         let mut guard = self.0.engine.lock().await;
         let Some(engine) = guard.as_mut() else {
             return Ok(effects);
         };
-        let ts = event.timestamp_us;
+        let Some(last) = events.last().map(|e| e.timestamp_us) else {
+            return Ok(effects);
+        };
         let mut db = self.0.store.begin_fenced(&engine.fence).await?;
+        for event in events {
+            self.on_event(engine, &mut db, event, &mut effects).await?;
+        }
+        db.set_member_cursor(&self.0.node, last).await?;
+        db.commit().await?;
+        if effects.ledger_end_moved {
+            self.0.ledger_end.send_replace(engine.ledger_end);
+        }
+        if !effects.completions.is_empty() {
+            self.0.completion_end.send_replace(engine.completion_end);
+        }
+        Ok(effects)
+    }
+
+    async fn on_event(
+        &self,
+        engine: &mut Engine,
+        db: &mut crate::store::FencedTx,
+        event: tandem_proto::sequencer::v1::SequencedEvent,
+        effects: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let ts = event.timestamp_us;
         if let Some(e) = &event.deliver_error {
             // Our own request could not be sequenced.
             let change = engine
@@ -431,9 +468,7 @@ impl Participant {
                 .map(|f| f.change_id.clone());
             if let Some(f) = change.and_then(|c| engine.in_flight.remove(&c)) {
                 let completion = not_completed(&f, "SEQUENCER_DELIVER_ERROR", &e.message, ts);
-                engine
-                    .complete(&mut db, &f, completion, &mut effects)
-                    .await?;
+                engine.complete(db, &f, completion, effects).await?;
             }
         }
         let message = (!event.payload.is_empty())
@@ -466,7 +501,7 @@ impl Participant {
             Some(msg::synchronizer_message::Message::ConfirmationRequest(r)) => {
                 let packages = self.packages();
                 engine
-                    .on_request(&mut db, &packages, &event.sender, ts, &r, &mut effects)
+                    .on_request(db, &packages, &event.sender, ts, &r, effects)
                     .await?;
             }
             Some(msg::synchronizer_message::Message::Verdict(v)) => {
@@ -474,22 +509,12 @@ impl Participant {
                     MemberId::parse(&event.sender).is_ok_and(|m| m.kind == MemberKind::Mediator);
                 if from_mediator {
                     let packages = self.packages();
-                    engine
-                        .on_verdict(&mut db, &packages, &v, ts, &mut effects)
-                        .await?;
+                    engine.on_verdict(db, &packages, &v, ts, effects).await?;
                 }
             }
             _ => {}
         }
-        db.set_member_cursor(&self.0.node, ts).await?;
-        db.commit().await?;
-        if effects.ledger_end_moved {
-            self.0.ledger_end.send_replace(engine.ledger_end);
-        }
-        if !effects.completions.is_empty() {
-            self.0.completion_end.send_replace(engine.completion_end);
-        }
-        Ok(effects)
+        Ok(())
     }
 
     /// Completes submissions whose request was never sequenced.

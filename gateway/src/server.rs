@@ -1,0 +1,230 @@
+//! Assembling the service: state from config, the routes, and the tower layers every request
+//! passes (outermost first, each commented), then serving on a listener until shutdown.
+
+use crate::auth::RightsCache;
+use crate::cache::QueryCache;
+use crate::error::{codes, Problem, PROBLEM_JSON};
+use crate::ledger::{EndpointError, LedgerClient};
+use crate::metrics::Metrics;
+use crate::state::{AppState, SharedState};
+use crate::{api, openapi};
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_auth::Verifier;
+use tandem_nodes::config::GatewayConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A config key is invalid (the message names it).
+    #[error("{0}: {1}")]
+    Config(String, String),
+    #[error(transparent)]
+    Auth(#[from] tandem_auth::ConfigError),
+    #[error(transparent)]
+    Ledger(#[from] EndpointError),
+    #[error("serving failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The shared state for a validated config.
+pub fn state(
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+) -> Result<SharedState, ServeError> {
+    config
+        .validate("gateway")
+        .map_err(|(key, why)| ServeError::Config(key, why))?;
+    let verifier = Verifier::new(&config.auth)?;
+    let ledger = LedgerClient::new(
+        &config.ledger_api,
+        Duration::from_millis(config.ledger_connect_timeout_ms),
+        Duration::from_millis(config.request_timeout_ms),
+    )?;
+    let metrics = Metrics::new();
+    let rights = RightsCache::new(
+        Duration::from_millis(config.rights_cache_ttl_ms),
+        config.rights_cache_capacity,
+    );
+    let cache = QueryCache::new(
+        ledger.clone(),
+        config.cache_max_bytes,
+        Duration::from_millis(config.cache_wait_timeout_ms),
+        metrics.clone(),
+    );
+    let (openapi_yaml, openapi_json) = openapi::served(&config.public_url());
+    Ok(Arc::new(AppState {
+        config,
+        verifier,
+        ledger,
+        rights,
+        cache,
+        metrics,
+        openapi_yaml,
+        openapi_json,
+        package_names: Default::default(),
+        shutdown,
+    }))
+}
+
+/// The complete service: routes and layers. Tests drive it with `tower::ServiceExt::oneshot`.
+pub fn app(state: SharedState) -> Router {
+    let (documented, _) = api::router();
+    let config = &state.config;
+    let max_body = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
+    let routes = documented
+        .route("/metrics", get(api::system::metrics))
+        .route("/docs", get(api::system::explorer))
+        .route("/docs/openapi", get(api::system::openapi_yaml))
+        .route("/docs/openapi.json", get(api::system::openapi_json))
+        // Bodies beyond the limit fail the body extractors with 413 (a problem document).
+        .layer(DefaultBodyLimit::max(max_body))
+        // Requests, durations and statuses by route pattern (after routing, so the pattern is known).
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track_http,
+        ));
+    let layers = ServiceBuilder::new()
+        // A request id for every request: the client's `x-request-id`, or a new UUID.
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        // Never log tokens.
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        // One span per request, carrying the request id.
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<Body>| {
+            let id = request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        // Echo the request id on the response.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        // Browser apps: the configured origins only.
+        .option_layer(cors(&config.cors_allowed_origins))
+        // Every error is a problem document, including the framework's own (404, 405, 504).
+        .layer(axum::middleware::map_response(problem_json))
+        // Slow requests end with 504 (websocket streams are past their upgrade by then).
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_millis(config.request_timeout_ms),
+        ));
+    routes.layer(layers).with_state(state)
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                REQUEST_ID.clone(),
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([
+                REQUEST_ID.clone(),
+                header::WWW_AUTHENTICATE,
+                header::RETRY_AFTER,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Turns an error response that is not yet a problem document (a framework rejection, the
+/// timeout) into one. JSON bodies of deliberate error answers (`/readyz`) stay as they are.
+async fn problem_json(response: Response) -> Response {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if !(status.is_client_error() || status.is_server_error())
+        || content_type.starts_with(PROBLEM_JSON)
+        || content_type.starts_with("application/json")
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "TIMEOUT",
+        StatusCode::BAD_REQUEST => "INVALID_REQUEST",
+        _ if status.is_server_error() => "INTERNAL",
+        _ => codes::grpc_name(tonic::Code::Unknown),
+    };
+    let detail = match (status, text.trim()) {
+        (StatusCode::NOT_FOUND, _) => "no such endpoint; see /docs/openapi".to_owned(),
+        (StatusCode::METHOD_NOT_ALLOWED, _) => "this endpoint does not take that method".to_owned(),
+        (StatusCode::GATEWAY_TIMEOUT, _) => {
+            "the request took longer than the gateway's request_timeout_ms".to_owned()
+        }
+        (_, "") => status.canonical_reason().unwrap_or("error").to_owned(),
+        (_, t) => t.to_owned(),
+    };
+    let problem = Problem::new(status, code, detail);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    (parts, problem.to_body()).into_response()
+}
+
+/// Serves the gateway on `listener` until `shutdown` is cancelled, then drains: websocket
+/// streams are closed with 1001, in-flight requests finish.
+pub async fn serve(
+    config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let state = state(config, shutdown.clone())?;
+    let local = listener.local_addr()?;
+    tracing::info!(name = %state.config.name, listen = %local, ledger_api = %state.config.ledger_api, advertised = %state.config.public_url(), "gateway serving");
+    let cache = state.cache.clone();
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    cache.clear();
+    result.map_err(ServeError::Io)
+}
