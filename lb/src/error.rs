@@ -18,6 +18,11 @@ pub enum LbError {
     },
     #[error("{key}: {message}")]
     Reload { key: String, message: String },
+    #[error("lb.workers: cannot start {count} worker threads: {source}")]
+    Workers {
+        count: usize,
+        source: std::io::Error,
+    },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("this lb was started without a config file, so there is nothing to reload from")]

@@ -91,13 +91,32 @@ pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
     content_type.is_some_and(|c| c.starts_with(b"application/grpc"))
 }
 
-/// Answers the client of a failed request, unless a response was already started (then the
-/// stream or connection is closed, which is all that is left). Returns the status sent, 0 if
-/// none.
+/// Answers the client of a failed request. Once a response was started only a gRPC call over
+/// HTTP/2 can still be told: its status goes in the trailers, so the client sees the same
+/// status as when nothing had been sent (not a bare stream reset). Otherwise the stream or
+/// connection is closed, which is all that is left. Returns the status sent, 0 if none.
 pub async fn respond(session: &mut Session, failure: Failure, grpc: bool) -> u16 {
     let status = failure.status();
-    if status == 0 || session.response_written().is_some() {
+    if status == 0 {
         return 0;
+    }
+    if session.response_written().is_some() {
+        if !(grpc && session.is_http2()) {
+            return 0;
+        }
+        let (code, message) = failure.grpc();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from(code));
+        if let Ok(message) = http::HeaderValue::from_str(&message.replace(' ', "%20")) {
+            trailers.insert("grpc-message", message);
+        }
+        return match session.write_response_trailers(trailers).await {
+            Ok(()) => 200,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not send the gRPC status in trailers");
+                0
+            }
+        };
     }
     let result = if grpc {
         match grpc_response(failure) {

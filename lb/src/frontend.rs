@@ -3,10 +3,15 @@
 //! keepalive pings, and for HTTP/1 the reading of each request head under a deadline and a size
 //! limit (slowloris gets 408, an oversized head 431). Each request then runs through pingora
 //! inside a `StreamSlot`, so it can be ended when its server loses the active role.
+//!
+//! `Frontend::run` accepts on the caller's runtime and hands each connection to a worker
+//! (`workers`); every worker has its own `FrontendApp`, whose pingora proxy keeps that worker's
+//! upstream connection pool, so a connection never leaves its thread.
 
 use crate::metrics::FrontendMetrics;
 use crate::proxy::LbProxy;
 use crate::stream::StreamSlot;
+use crate::workers::Workers;
 use crate::FrontendCounters;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
@@ -30,11 +35,19 @@ use tokio_util::sync::CancellationToken;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// One listener and, per worker, the app that serves its connections there.
+pub struct Frontend {
+    pub name: String,
+    /// `apps[i]` runs on worker `i`.
+    pub apps: Vec<Arc<FrontendApp>>,
+    pub workers: Arc<Workers>,
+}
+
 pub struct FrontendApp {
     pub name: String,
     pub proxy: Arc<HttpProxy<LbProxy>>,
     pub protocol: FrontendProtocol,
-    pub tls: Option<Acceptor>,
+    pub tls: Option<Arc<Acceptor>>,
     pub limits: FrontendLimits,
     pub metrics: FrontendMetrics,
     pub counters: Arc<FrontendCounters>,
@@ -57,15 +70,11 @@ enum Head {
     TooLarge,
 }
 
-impl FrontendApp {
-    fn header_timeout(&self) -> Duration {
-        Duration::from_millis(self.limits.header_timeout_ms)
-    }
-
-    /// Accepts until `stop`; then tells open connections to finish (`shutdown`) and gives
-    /// them `grace` before dropping them.
+impl Frontend {
+    /// Accepts until `stop`, giving connections to the workers in turn; then tells open
+    /// connections to finish (`shutdown`) and gives them `grace` before dropping them.
     pub async fn run(
-        self: Arc<Self>,
+        self,
         listener: TcpListener,
         shutdown: ShutdownWatch,
         stop: CancellationToken,
@@ -75,11 +84,15 @@ impl FrontendApp {
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => {
-                        let app = self.clone();
+                accepted = listener.accept() => match accepted.and_then(|(tcp, _)| tcp.into_std()) {
+                    Ok(tcp) => {
+                        let worker = self.workers.next();
+                        let app = self.apps[worker].clone();
                         let shutdown = shutdown.clone();
-                        connections.spawn(async move { app.connection(tcp, shutdown).await });
+                        connections.spawn_on(
+                            async move { app.connection(tcp, shutdown).await },
+                            self.workers.handle(worker),
+                        );
                     }
                     Err(e) => {
                         tracing::warn!(frontend = %self.name, error = %e, "accept failed");
@@ -95,13 +108,28 @@ impl FrontendApp {
         });
         if drained.await.is_err() {
             connections.abort_all();
+            while connections.join_next().await.is_some() {}
         }
     }
+}
 
-    async fn connection(self: Arc<Self>, tcp: tokio::net::TcpStream, shutdown: ShutdownWatch) {
-        let _ = tcp.set_nodelay(true);
+impl FrontendApp {
+    fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.header_timeout_ms)
+    }
+
+    /// One client connection, on this app's worker (`tcp` was accepted on another runtime).
+    async fn connection(self: Arc<Self>, tcp: std::net::TcpStream, shutdown: ShutdownWatch) {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         let _open = Open(self.counters.clone());
+        let tcp = match tokio::net::TcpStream::from_std(tcp) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(frontend = %self.name, error = %e, "cannot register a connection");
+                return;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
         let mut l4 = L4Stream::from(tcp);
         if let Some(acceptor) = &self.tls {
             let tls = match timeout(self.header_timeout(), acceptor.tls_handshake(l4)).await {
@@ -340,13 +368,14 @@ impl FrontendApp {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        match StreamSlot::run(HttpServerApp::process_new_http(
+        // pingora's request future is large (kilobytes); boxed here, it is copied once rather
+        // than again at every move into the slot, the select and the spawned task.
+        let proxied = Box::pin(HttpServerApp::process_new_http(
             &self.proxy,
             session,
             shutdown,
-        ))
-        .await
-        {
+        ));
+        match StreamSlot::run(proxied).await {
             Some(reused) => reused,
             None => {
                 tracing::info!(frontend = %self.name, "ended a stream: its server lost the active role");

@@ -7,9 +7,10 @@
 //! touching listeners or in-flight requests. An admin endpoint serves status and metrics.
 //!
 //! `serve` is the whole service as a library function (what `tandem lb` and the tests call).
-//! Request phases live in `proxy`, connection handling in `frontend`, selection in `select`,
-//! health in `health`/`server`, failure→status mapping in `failure`. This crate depends on
-//! `tandem-nodes` for the config types and the health probe only.
+//! Request phases live in `proxy`, connection handling in `frontend` (on the threads of
+//! `workers`), selection in `select`, health in `health`/`server`, failure→status mapping in
+//! `failure`. This crate depends on `tandem-nodes` for the config types and the health probe
+//! only.
 
 mod admin;
 mod error;
@@ -24,6 +25,7 @@ mod server;
 mod stream;
 pub mod testing;
 mod tls;
+mod workers;
 
 pub use error::LbError;
 pub use failure::Failure;
@@ -31,7 +33,7 @@ pub use group::GroupStatus;
 pub use server::ServerStatus;
 
 use arc_swap::ArcSwap;
-use frontend::FrontendApp;
+use frontend::{Frontend, FrontendApp};
 use group::{Group, ServerIndex};
 use metrics::Metrics;
 use pingora::server::configuration::ServerConf;
@@ -47,6 +49,7 @@ use tandem_nodes::config::{FrontendProtocol, LoadedLb};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use workers::Workers;
 
 /// How long open connections get to finish after shutdown before they are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -216,6 +219,12 @@ impl Lb {
                 message: "the admin address needs a restart".into(),
             });
         }
+        if config.lb.workers != loaded.lb.workers {
+            return Err(LbError::Reload {
+                key: "lb.workers".into(),
+                message: "the number of workers needs a restart".into(),
+            });
+        }
         let previous: ServerIndex = self
             .routes
             .load()
@@ -245,6 +254,7 @@ pub struct Running {
     lb: Arc<Lb>,
     admin: SocketAddr,
     tasks: JoinSet<()>,
+    workers: Arc<Workers>,
 }
 
 impl Running {
@@ -272,6 +282,7 @@ impl Running {
     /// Resolves once every task has ended, after `shutdown` was cancelled.
     pub async fn stopped(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        self.workers.stop().await;
     }
 }
 
@@ -288,6 +299,13 @@ pub async fn serve(
     let routes = Arc::new(ArcSwap::from_pointee(routes));
     let server_conf = Arc::new(ServerConf::default());
     let (watch_tx, watch_rx) = tokio::sync::watch::channel(false);
+    let workers =
+        Arc::new(
+            Workers::start(loaded.lb.workers).map_err(|source| LbError::Workers {
+                count: loaded.lb.workers,
+                source,
+            })?,
+        );
 
     let mut apps = Vec::new();
     let mut statuses = Vec::new();
@@ -310,14 +328,6 @@ pub async fn serve(
             source,
         })?;
         let frontend_metrics = metrics.frontend(&f.name);
-        let proxy = pingora::proxy::http_proxy(
-            &server_conf,
-            LbProxy {
-                frontend: f.name.clone(),
-                routes: routes.clone(),
-                metrics: frontend_metrics.clone(),
-            },
-        );
         let counters = Arc::new(FrontendCounters::default());
         statuses.push((
             FrontendStatus {
@@ -328,16 +338,34 @@ pub async fn serve(
             },
             counters.clone(),
         ));
+        let tls = tls.map(Arc::new);
+        let per_worker = (0..workers.count())
+            .map(|_| {
+                let proxy = pingora::proxy::http_proxy(
+                    &server_conf,
+                    LbProxy {
+                        frontend: f.name.clone(),
+                        routes: routes.clone(),
+                        metrics: frontend_metrics.clone(),
+                    },
+                );
+                Arc::new(FrontendApp {
+                    name: f.name.clone(),
+                    proxy: Arc::new(proxy),
+                    protocol: f.protocol,
+                    tls: tls.clone(),
+                    limits: f.limits.clone(),
+                    metrics: frontend_metrics.clone(),
+                    counters: counters.clone(),
+                })
+            })
+            .collect();
         apps.push((
-            Arc::new(FrontendApp {
+            Frontend {
                 name: f.name.clone(),
-                proxy: Arc::new(proxy),
-                protocol: f.protocol,
-                tls,
-                limits: f.limits.clone(),
-                metrics: frontend_metrics,
-                counters,
-            }),
+                apps: per_worker,
+                workers: workers.clone(),
+            },
             listener,
         ));
     }
@@ -370,8 +398,8 @@ pub async fn serve(
         group.start_checks();
     }
     let mut tasks = JoinSet::new();
-    for (app, listener) in apps {
-        tasks.spawn(app.run(listener, watch_rx.clone(), shutdown.clone(), SHUTDOWN_GRACE));
+    for (frontend, listener) in apps {
+        tasks.spawn(frontend.run(listener, watch_rx.clone(), shutdown.clone(), SHUTDOWN_GRACE));
     }
     tasks.spawn(tandem_nodes::health::serve_http1(
         admin_listener,
@@ -386,5 +414,10 @@ pub async fn serve(
             group.stop();
         }
     });
-    Ok(Running { lb, admin, tasks })
+    Ok(Running {
+        lb,
+        admin,
+        tasks,
+        workers,
+    })
 }

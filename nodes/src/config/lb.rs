@@ -723,6 +723,11 @@ mod tests {
                 GROUP.replace("backend = { group = \"g\" }", "backend = { group = \"g\" }\nlimits = { header_timeout_ms = 0 }"),
                 "lb.frontends[0].limits.header_timeout_ms: must be greater than 0",
             ),
+            (
+                "too many workers",
+                GROUP.replace("[lb]\n", "[lb]\nworkers = 100000\n"),
+                "lb.workers: at most 256",
+            ),
         ];
         for (what, text, expected) in cases {
             let got = error_of(text);

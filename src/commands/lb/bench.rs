@@ -4,6 +4,13 @@
 //! then failover detection (health flip → first call answered by the new active server) with
 //! each one's default and tuned check intervals. Prints one line per measurement and the
 //! `bench=lb ...` summary line (design.md §10). Everything listens on 127.0.0.1.
+//!
+//! The machine is shared (client, backends and proxy on the same cores, often with other
+//! work), so the load runs in `--rounds` alternating between the proxies (tandem first in even
+//! rounds, HAProxy first in odd ones) and the summary takes each one's median round. Besides
+//! calls/s it reports the proxy's own CPU time per call (from /proc), which does not depend on
+//! how much of the machine the proxy got, and the latency of the same load sent straight to a
+//! backend, from which the p99 each proxy adds is computed.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,16 +38,51 @@ pub struct BenchLbArgs {
     /// Failover detection trials per proxy and setting.
     #[arg(long, default_value_t = 3)]
     pub trials: u32,
+    /// Load rounds per proxy, alternating between them.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// The HAProxy binary.
     #[arg(long, default_value = "haproxy")]
     pub haproxy: String,
 }
 
+#[derive(Debug, Clone, Copy, Default)]
 struct Load {
     calls_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// CPU time of the proxy process per call, when there is one.
+    cpu_us_per_call: Option<f64>,
+}
+
+impl Load {
+    fn print(&self, label: &str, round: u32) {
+        let cpu = self
+            .cpu_us_per_call
+            .map_or(String::new(), |c| format!(" cpu_us_per_call={c:.0}"));
+        println!(
+            "load lb={label} round={round} calls_per_s={:.0} p50_ms={:.2} p99_ms={:.2} errors={}{cpu}",
+            self.calls_per_s, self.p50_ms, self.p99_ms, self.errors
+        );
+    }
+}
+
+/// The round with the median throughput.
+fn median(mut rounds: Vec<Load>) -> Load {
+    rounds.sort_by(|a, b| a.calls_per_s.total_cmp(&b.calls_per_s));
+    rounds.get(rounds.len() / 2).copied().unwrap_or_default()
+}
+
+/// User plus system CPU time of a process so far, from /proc (Linux reports it in USER_HZ,
+/// fixed at 100 per second).
+fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -211,8 +253,8 @@ fn frontend(ready: &serde_json::Value, name: &str) -> anyhow::Result<SocketAddr>
 }
 
 /// `connections` × `streams` callers doing unary calls back to back for `seconds`, after a
-/// one-second warm-up that is not measured.
-async fn load(addr: SocketAddr, args: &BenchLbArgs) -> anyhow::Result<Load> {
+/// one-second warm-up that is not measured; `pid` is the proxy whose CPU time is measured.
+async fn load(addr: SocketAddr, args: &BenchLbArgs, pid: Option<u32>) -> anyhow::Result<Load> {
     let mut clients = Vec::new();
     for _ in 0..args.connections {
         clients.push(channel(addr).await?);
@@ -249,6 +291,10 @@ async fn load(addr: SocketAddr, args: &BenchLbArgs) -> anyhow::Result<Load> {
             }));
         }
     }
+    tokio::time::sleep_until(warmup.into()).await;
+    let cpu_before = cpu_time(pid);
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_after = cpu_time(pid);
     let mut all = Vec::new();
     let mut errors = 0;
     for task in tasks {
@@ -261,11 +307,18 @@ async fn load(addr: SocketAddr, args: &BenchLbArgs) -> anyhow::Result<Load> {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
             .map_or(0.0, |us| *us as f64 / 1000.0)
     };
+    let cpu_us_per_call = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) if !all.is_empty() => {
+            Some(b.saturating_sub(a).as_secs_f64() * 1e6 / all.len() as f64)
+        }
+        _ => None,
+    };
     Ok(Load {
         calls_per_s: all.len() as f64 / args.seconds as f64,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         errors,
+        cpu_us_per_call,
     })
 }
 
@@ -381,29 +434,41 @@ pub async fn bench(args: BenchLbArgs) -> anyhow::Result<ExitCode> {
     let result = async {
         // Both proxies start their checks now; give every server time to come up.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let t = load(frontend(&ready, "rr")?, &args).await?;
-        println!(
-            "load lb=tandem calls_per_s={:.0} p50_ms={:.2} p99_ms={:.2} errors={}",
-            t.calls_per_s, t.p50_ms, t.p99_ms, t.errors
-        );
-        let h = load(haproxy_addr(ports.0), &args).await?;
-        println!(
-            "load lb=haproxy calls_per_s={:.0} p50_ms={:.2} p99_ms={:.2} errors={}",
-            h.calls_per_s, h.p50_ms, h.p99_ms, h.errors
-        );
+        let direct = load(rr[0].address, &args, None).await?;
+        direct.print("direct", 0);
+        let (tandem_rr, haproxy_rr) = (frontend(&ready, "rr")?, haproxy_addr(ports.0));
+        let (mut tandem_rounds, mut haproxy_rounds) = (Vec::new(), Vec::new());
+        for round in 0..args.rounds {
+            for tandem_turn in [round % 2 == 0, round % 2 == 1] {
+                if tandem_turn {
+                    let t = load(tandem_rr, &args, tandem.id()).await?;
+                    t.print("tandem", round);
+                    tandem_rounds.push(t);
+                } else {
+                    let h = load(haproxy_rr, &args, haproxy.id()).await?;
+                    h.print("haproxy", round);
+                    haproxy_rounds.push(h);
+                }
+            }
+        }
+        let (t, h) = (median(tandem_rounds), median(haproxy_rounds));
         let td = detection(frontend(&ready, "active")?, &active, args.trials, "tandem").await?;
         let tt = detection(frontend(&ready, "tuned")?, &tuned, args.trials, "tandem-tuned").await?;
         let hd = detection(haproxy_addr(ports.1), &active, args.trials, "haproxy").await?;
         let ht = detection(haproxy_addr(ports.2), &tuned, args.trials, "haproxy-tuned").await?;
+        let cpu = |l: &Load| l.cpu_us_per_call.unwrap_or(0.0);
         println!(
-            "bench=lb seconds={} connections={} streams={} backends=3 \
+            "bench=lb seconds={} connections={} streams={} rounds={} backends=3 \
              tandem_calls_per_s={:.0} haproxy_calls_per_s={:.0} ratio={:.2} \
              tandem_p50_ms={:.2} tandem_p99_ms={:.2} haproxy_p50_ms={:.2} haproxy_p99_ms={:.2} \
+             direct_p50_ms={:.2} direct_p99_ms={:.2} tandem_added_p99_ms={:.2} haproxy_added_p99_ms={:.2} \
+             tandem_cpu_us_per_call={:.0} haproxy_cpu_us_per_call={:.0} cpu_ratio={:.2} \
              tandem_errors={} haproxy_errors={} detection_ms={td:.0} tandem_tuned_detection_ms={tt:.0} \
              haproxy_detection_ms={hd:.0} haproxy_tuned_detection_ms={ht:.0}",
             args.seconds,
             args.connections,
             args.streams,
+            args.rounds,
             t.calls_per_s,
             h.calls_per_s,
             t.calls_per_s / h.calls_per_s.max(1.0),
@@ -411,6 +476,13 @@ pub async fn bench(args: BenchLbArgs) -> anyhow::Result<ExitCode> {
             t.p99_ms,
             h.p50_ms,
             h.p99_ms,
+            direct.p50_ms,
+            direct.p99_ms,
+            t.p99_ms - direct.p99_ms,
+            h.p99_ms - direct.p99_ms,
+            cpu(&t),
+            cpu(&h),
+            cpu(&h) / cpu(&t).max(1.0),
             t.errors,
             h.errors,
         );

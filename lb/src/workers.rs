@@ -1,0 +1,101 @@
+//! The threads that carry client connections. Each worker is one thread with a single-threaded
+//! tokio runtime; a connection, its streams and the upstream connections they open all stay on
+//! the worker it was given (round-robin at accept), as in HAProxy or pingora's no-steal
+//! runtime. On a small machine this saves the cross-thread wake-ups and cache misses of a
+//! work-stealing runtime, which cost about 15% of the lb's CPU per gRPC call. Accepting,
+//! health checks, reloads and the admin endpoint stay on the caller's runtime.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+pub struct Workers {
+    handles: Vec<Handle>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    next: AtomicUsize,
+    /// Ends the workers' runtimes, dropping whatever still runs on them.
+    end: CancellationToken,
+}
+
+impl Workers {
+    /// Starts `count` workers (0: one per CPU). Each runtime is built on its own thread, so
+    /// none is ever dropped inside the caller's runtime.
+    pub fn start(count: usize) -> std::io::Result<Self> {
+        let count = if count == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            count
+        };
+        // Dropped on an early return, this ends the workers already started.
+        let mut workers = Self {
+            handles: Vec::with_capacity(count),
+            threads: Mutex::new(Vec::with_capacity(count)),
+            next: AtomicUsize::new(0),
+            end: CancellationToken::new(),
+        };
+        for i in 0..count {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let end = workers.end.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("lb-worker-{i}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => {
+                            let _ = tx.send(Ok(runtime.handle().clone()));
+                            runtime.block_on(end.cancelled());
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                })?;
+            workers
+                .threads
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(thread);
+            // Waits only for the runtime to be built, once, at start.
+            let handle = rx
+                .recv()
+                .map_err(|_| std::io::Error::other("a worker thread ended at start"))??;
+            workers.handles.push(handle);
+        }
+        Ok(workers)
+    }
+
+    pub fn count(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The worker for the next connection, by index.
+    pub fn next(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()
+    }
+
+    pub fn handle(&self, index: usize) -> &Handle {
+        &self.handles[index]
+    }
+
+    /// Ends every worker and waits for its thread. Call once nothing needs them any more.
+    pub async fn stop(&self) {
+        self.end.cancel();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.end.cancel();
+    }
+}
