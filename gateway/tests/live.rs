@@ -1,13 +1,12 @@
 //! Tests against a live participant: they start gateways in-process (`serve` on 127.0.0.1:0)
-//! in front of the Ledger API named by `TANDEM_GATEWAY_LEDGER` (e.g. `http://127.0.0.1:5001`),
-//! or, with `TANDEM_GATEWAY_LEDGER=inprocess`, of a real participant started in this process
-//! over a real synchronizer on SQLite (`tandem_nodes::testing::Synchronizer`).
+//! in front of a real participant started in this process over a real synchronizer on SQLite
+//! (`tandem_nodes::testing::Synchronizer`), or of the Ledger API named by
+//! `TANDEM_GATEWAY_LEDGER` (e.g. `http://127.0.0.1:5001`).
 //! The tests act as one user (`TANDEM_GATEWAY_USER`, default `participant_admin`, an admin of
 //! the participant) with scope-based user tokens signed with `TANDEM_GATEWAY_HS256_SECRET`; the
 //! gateway verifies them and forwards the user as `x-tandem-user` too, for participants that do
-//! not verify JWTs yet. Without `TANDEM_GATEWAY_LEDGER` every test prints
-//! `SKIP: no participant` and passes; the scenarios are plain functions taking the endpoint so
-//! a topology test can call them.
+//! not verify JWTs yet. The scenarios are plain functions taking the endpoint so a topology test
+//! can call them.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -40,30 +39,25 @@ modules:
 
 /// The Ledger API to test against, and what keeps an in-process one running.
 async fn ledger() -> Option<(String, Option<tandem_nodes::testing::Synchronizer>)> {
-    match std::env::var("TANDEM_GATEWAY_LEDGER") {
-        Ok(url) if url == "inprocess" => {
-            let sync = tandem_nodes::testing::Synchronizer::start(
-                false,
-                1,
-                1,
-                1,
-                "topology_change_delay_ms = 50",
-                "",
-            )
-            .await
-            .unwrap()
-            .unwrap();
-            let api = format!("http://{}", sync.participants[0].ready.api.unwrap());
-            Some((api, Some(sync)))
-        }
-        Ok(url) if !url.is_empty() => Some((url, None)),
-        _ => {
-            println!(
-                "SKIP: no participant (set TANDEM_GATEWAY_LEDGER=http://host:port or inprocess)"
-            );
-            None
-        }
+    let external = std::env::var("TANDEM_GATEWAY_LEDGER")
+        .ok()
+        .filter(|url| !url.is_empty() && url != "inprocess");
+    if let Some(url) = external {
+        return Some((url, None));
     }
+    let sync = tandem_nodes::testing::Synchronizer::start(
+        false,
+        1,
+        1,
+        1,
+        "topology_change_delay_ms = 50",
+        "",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let api = format!("http://{}", sync.participants[0].ready.api.unwrap());
+    Some((api, Some(sync)))
 }
 
 fn user() -> String {

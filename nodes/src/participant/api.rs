@@ -710,32 +710,46 @@ impl pb::party_management_service_server::PartyManagementService for LedgerApi {
         let r = request.into_inner();
         let party = Party::parse(&format!("{}::{}", r.party_id_hint, self.0.id().fingerprint))
             .map_err(|_| invalid("party_id_hint: 1 to 185 letters, digits, '-', '_' or '.'"))?;
-        let hosting = self
+        let (hosting, known) = self
             .0
-            .with_engine(|e| e.topology.latest_hosting(party.as_str()).cloned())
+            .with_engine(|e| {
+                (
+                    e.topology.latest_hosting(party.as_str()).cloned(),
+                    e.parties.contains(party.as_str()),
+                )
+            })
             .await?;
-        if hosting.is_some() {
-            return Err(error(
-                Code::AlreadyExists,
-                "PARTY_ALREADY_EXISTS",
-                format!("{party} is already allocated"),
-            ));
-        }
-        let tx = Transaction {
-            operation: Operation::Replace,
-            serial: 1,
-            mapping: Mapping::Party(PartyHosting {
-                party: party.clone(),
-                threshold: 1,
-                participants: vec![(self.0.id().clone(), Permission::Submission)],
-            }),
+        // What allocation submits: the party hosted here alone. Finding exactly that, with the
+        // party not recorded here yet, means an earlier attempt timed out after submitting it:
+        // finish that allocation rather than refuse the retry.
+        let ours = PartyHosting {
+            party: party.clone(),
+            threshold: 1,
+            participants: vec![(self.0.id().clone(), Permission::Submission)],
         };
-        super::admin::submit_topology(
-            &self.0,
-            SignedTransaction::unsigned(tx).sign(self.0.key()),
-            true,
-        )
-        .await?;
+        match hosting {
+            Some(h) if known || h != ours => {
+                return Err(error(
+                    Code::AlreadyExists,
+                    "PARTY_ALREADY_EXISTS",
+                    format!("{party} is already allocated"),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let tx = Transaction {
+                    operation: Operation::Replace,
+                    serial: 1,
+                    mapping: Mapping::Party(ours),
+                };
+                super::admin::submit_topology(
+                    &self.0,
+                    SignedTransaction::unsigned(tx).sign(self.0.key()),
+                    true,
+                )
+                .await?;
+            }
+        }
         super::admin::await_hosting(&self.0, party.as_str()).await?;
         let fence = self.0.with_engine(|e| e.fence.clone()).await?;
         let mut db = self
