@@ -32,15 +32,28 @@ fn lb_file(servers: &[&TestBackend], extra: &str) -> String {
     )
 }
 
-async fn status(admin: &str) -> serde_json::Value {
+/// The body of `GET path` on the lb's admin port.
+async fn admin_get(admin: &str, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
-    stream
-        .write_all(b"GET /status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await.unwrap();
-    serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    reply.split("\r\n\r\n").nth(1).unwrap().to_string()
+}
+
+async fn status(admin: &str) -> serde_json::Value {
+    serde_json::from_str(&admin_get(admin, "/status").await).unwrap()
+}
+
+/// How many reloads the lb refused, from its `/metrics`.
+async fn refused_reloads(admin: &str) -> u64 {
+    admin_get(admin, "/metrics")
+        .await
+        .lines()
+        .find(|l| l.starts_with("tandem_lb_reloads_total{") && l.contains("\"refused\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 async fn wait_for<F, Fut>(what: &str, mut condition: F)
@@ -105,7 +118,11 @@ async fn tandem_lb_serves_reloads_on_sighup_and_stops_on_sigterm() {
     // A bad file is refused; the old config keeps serving.
     std::fs::write(&path, lb_file(&[&a, &b], "bogus = true")).unwrap();
     kill(pid, Signal::SIGHUP).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for("the bad reload to be refused", || {
+        let admin = admin.clone();
+        async move { refused_reloads(&admin).await == 1 }
+    })
+    .await;
     assert_eq!(status(&admin).await["generation"], 0);
     assert_eq!(call().await.unwrap(), "a");
 

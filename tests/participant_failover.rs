@@ -228,7 +228,7 @@ async fn failover_under_load(postgres: bool) {
                 let args = c
                     .create_arguments
                     .as_ref()
-                    .map(tandem_nodes::participant::api::value_json)
+                    .map(tandem_nodes::participant::codec::proto_to_json)
                     .unwrap();
                 *seen
                     .entry(args["currency"].as_str().unwrap().to_string())

@@ -267,3 +267,59 @@ pub async fn admit_within(
         }
     }
 }
+
+/// Whether `event` is a broadcast (recipient `*`): only the topology manager may send one.
+pub fn is_broadcast(event: &pb::SequencedEvent) -> bool {
+    event
+        .recipients
+        .iter()
+        .any(|r| r == crate::topology::BROADCAST)
+}
+
+/// The topology state rebuilt from the sequenced transactions `node` stored.
+pub async fn stored_topology(
+    store: &crate::store::Store,
+    node: &str,
+) -> Result<crate::topology::TopologyState, crate::store::StoreError> {
+    let mut topology = crate::topology::TopologyState::new();
+    for row in store.topology_transactions(node).await? {
+        if let Ok(signed) = SignedTransaction::decode(&row.signed) {
+            if let Err(e) = topology.apply(&signed, row.effective_us.unwrap_or(0)) {
+                tracing::warn!(hash = row.hash, error = %e, "stored transaction does not apply");
+            }
+        }
+    }
+    Ok(topology)
+}
+
+/// Applies a topology broadcast sequenced at `ts` (each transaction in effect from
+/// `ts + delay_us`) and stores every transaction that applied, in `db`.
+pub async fn apply_broadcast(
+    db: &mut crate::store::FencedTx,
+    node: &str,
+    topology: &mut crate::topology::TopologyState,
+    broadcast: &tandem_proto::synchronizer::v1::TopologyBroadcast,
+    ts: i64,
+    delay_us: i64,
+) -> Result<(), crate::store::StoreError> {
+    use crate::store::synchronizer::{StoredTopology, TopologyStatus};
+    for t in &broadcast.transactions {
+        let Ok(signed) = SignedTransaction::try_from(t) else {
+            continue;
+        };
+        let effective = ts + delay_us;
+        if let Err(e) = topology.apply(&signed, effective) {
+            tracing::warn!(error = %e, "ignoring a topology transaction");
+            continue;
+        }
+        let row = StoredTopology {
+            hash: signed.transaction.hash(),
+            signed: signed.encode(),
+            status: TopologyStatus::Sequenced,
+            sequenced_us: Some(ts),
+            effective_us: Some(effective),
+        };
+        db.save_topology(node, &row, None).await?;
+    }
+    Ok(())
+}

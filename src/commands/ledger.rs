@@ -5,8 +5,8 @@ use crate::cli::{LedgerArgs, LedgerCommand, PackagesCommand, PartiesCommand};
 use anyhow::{bail, Context};
 use serde_json::{json, Value as Json};
 use std::process::ExitCode;
-use tandem_nodes::participant::api::value_json;
 use tandem_nodes::participant::client::LedgerClient;
+use tandem_nodes::participant::codec::proto_to_json;
 use tandem_proto::ledger::v2 as pb;
 
 /// A Ledger API error as the CLI prints it: the gRPC code and the message with its error code.
@@ -35,7 +35,7 @@ fn print_transaction(t: &pb::Transaction, as_json: bool) {
         .iter()
         .filter_map(|e| match &e.event {
             Some(pb::event::Event::Created(c)) => Some(json!({"created": {"contract_id": c.contract_id,
-                "template_id": c.template_id, "arguments": c.create_arguments.as_ref().map(value_json),
+                "template_id": c.template_id, "arguments": c.create_arguments.as_ref().map(proto_to_json),
                 "signatories": c.signatories, "observers": c.observers}})),
             Some(pb::event::Event::Exercised(x)) => Some(json!({"exercised": {"contract_id": x.contract_id,
                 "template_id": x.template_id, "choice": x.choice, "consuming": x.consuming,

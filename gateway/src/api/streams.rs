@@ -115,13 +115,7 @@ pub async fn updates(
     caller: WsCaller,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ws = upgrade(ws, &caller.protocols)?;
-    let caller = caller.caller;
-    Ok(ws
-        .on_upgrade(move |socket| async move {
-            run(state, caller, socket, Kind::Updates).await;
-        })
-        .into_response())
+    stream(state, caller, ws, Kind::Updates)
 }
 
 /// Stream of completions from an offset; resumable.
@@ -133,13 +127,7 @@ pub async fn completions(
     caller: WsCaller,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ws = upgrade(ws, &caller.protocols)?;
-    let caller = caller.caller;
-    Ok(ws
-        .on_upgrade(move |socket| async move {
-            run(state, caller, socket, Kind::Completions).await;
-        })
-        .into_response())
+    stream(state, caller, ws, Kind::Completions)
 }
 
 /// The active contracts at an offset, as a stream that ends after the last one.
@@ -151,11 +139,21 @@ pub async fn active_contracts(
     caller: WsCaller,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    stream(state, caller, ws, Kind::ActiveContracts)
+}
+
+/// Upgrades to the websocket and runs the stream of `kind` on it.
+fn stream(
+    state: SharedState,
+    caller: WsCaller,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    kind: Kind,
+) -> Result<Response, ApiError> {
     let ws = upgrade(ws, &caller.protocols)?;
     let caller = caller.caller;
     Ok(ws
         .on_upgrade(move |socket| async move {
-            run(state, caller, socket, Kind::ActiveContracts).await;
+            run(state, caller, socket, kind).await;
         })
         .into_response())
 }

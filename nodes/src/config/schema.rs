@@ -75,6 +75,15 @@ fn default_synchronizer_name() -> String {
     "synchronizer1".into()
 }
 
+impl SynchronizerConfig {
+    /// `topology_change_delay_ms` in microseconds, the unit of sequencing timestamps.
+    pub fn topology_change_delay_us(&self) -> i64 {
+        i64::try_from(self.topology_change_delay_ms)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000)
+    }
+}
+
 fn default_topology_change_delay_ms() -> u64 {
     250
 }

@@ -12,9 +12,8 @@ use crate::identity::{KeyPair, MemberId, MemberKind};
 use crate::member::{self, Member, Sent};
 use crate::sequencer::now_us;
 use crate::store::mediator::StoredRequest;
-use crate::store::synchronizer::{StoredTopology, TopologyStatus};
 use crate::store::{Fence, FencedTx, Store, StoreError};
-use crate::topology::{SignedTransaction, TopologyState, BROADCAST};
+use crate::topology::TopologyState;
 use aggregation::{Aggregation, Outcome, Vote, MALFORMED_REQUEST};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,9 +41,7 @@ impl Settings {
     pub fn from_topology(t: &TopologyConfig) -> Settings {
         let sync = &t.synchronizer;
         Settings {
-            delay_us: i64::try_from(sync.topology_change_delay_ms)
-                .unwrap_or(i64::MAX / 1000)
-                .saturating_mul(1000),
+            delay_us: sync.topology_change_delay_us(),
             timeout_ms: sync.confirmation_response_timeout_ms,
             sequencer_endpoints: t.sequencer_endpoints(),
             topology_manager_endpoints: t.topology_manager_endpoints(),
@@ -195,14 +192,7 @@ impl Mediator {
     ) -> Result<(), StoreError> {
         let store = &self.0.store;
         let node = &self.0.node;
-        let mut topology = TopologyState::new();
-        for row in store.topology_transactions(node).await? {
-            if let Ok(signed) = SignedTransaction::decode(&row.signed) {
-                if let Err(e) = topology.apply(&signed, row.effective_us.unwrap_or(0)) {
-                    tracing::warn!(hash = row.hash, error = %e, "stored transaction does not apply");
-                }
-            }
-        }
+        let mut topology = member::stored_topology(store, node).await?;
         let mut pending: BTreeMap<i64, Pending> = BTreeMap::new();
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         for row in store.mediator_open_requests(node).await? {
@@ -275,26 +265,10 @@ impl Mediator {
             // Only the topology manager may broadcast; a topology message sent any other way
             // is ignored.
             Some(msg::synchronizer_message::Message::Topology(b))
-                if event.recipients.iter().any(|r| r == BROADCAST) =>
+                if member::is_broadcast(&event) =>
             {
-                for t in &b.transactions {
-                    let Ok(signed) = SignedTransaction::try_from(t) else {
-                        continue;
-                    };
-                    let effective = ts + self.0.settings.delay_us;
-                    if let Err(e) = topology.apply(&signed, effective) {
-                        tracing::warn!(error = %e, "ignoring a topology transaction");
-                        continue;
-                    }
-                    let row = StoredTopology {
-                        hash: signed.transaction.hash(),
-                        signed: signed.encode(),
-                        status: TopologyStatus::Sequenced,
-                        sequenced_us: Some(ts),
-                        effective_us: Some(effective),
-                    };
-                    db.save_topology(node, &row, None).await?;
-                }
+                member::apply_broadcast(&mut db, node, topology, &b, ts, self.0.settings.delay_us)
+                    .await?;
             }
             Some(msg::synchronizer_message::Message::ConfirmationRequest(r)) => {
                 let submitter = event.sender.clone();

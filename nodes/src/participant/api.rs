@@ -3,10 +3,11 @@
 //! checks). Errors carry a stable error code at the start of the message and in the
 //! `x-tandem-error-code` trailer.
 
-use super::codec::{json_to_proto, proto_to_json};
+use super::codec::json_to_proto;
 use super::engine::{CompletionBody, Rights, UserRecord};
-use super::{error, Caller, Participant};
-use crate::model::{Format, Party};
+use super::{denied, error, Caller, Participant};
+use crate::model::ids::{PackageRef, TemplateRef};
+use crate::model::{Format, PackageStore, Party};
 use crate::sequencer::now_us;
 use crate::topology::{
     Mapping, Operation, PartyHosting, Permission, SignedTransaction, Transaction,
@@ -74,16 +75,32 @@ fn require_admin(caller: &Caller) -> Result<(), Status> {
     if caller.rights.admin {
         Ok(())
     } else {
-        Err(error(
-            Code::PermissionDenied,
-            "PERMISSION_DENIED",
-            format!("user {} is not a participant admin", caller.user_id),
-        ))
+        Err(denied(format!(
+            "user {} is not a participant admin",
+            caller.user_id
+        )))
     }
 }
 
 fn invalid(m: impl std::fmt::Display) -> Status {
     error(Code::InvalidArgument, "INVALID_ARGUMENT", m)
+}
+
+/// An offset bound and how an error names it.
+#[derive(Clone, Copy)]
+struct Bound(i64, &'static str);
+
+/// OUT_OF_RANGE with `code` unless `low <= value <= high`; the message names the field.
+fn within(code: &str, field: &str, value: i64, (low, high): (Bound, Bound)) -> Result<(), Status> {
+    if (low.0..=high.0).contains(&value) {
+        return Ok(());
+    }
+    let (l, h) = (low.1, high.1);
+    Err(error(
+        Code::OutOfRange,
+        code,
+        format!("{field}: {value} is not between {l} and {h} {}", high.0),
+    ))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Status {
@@ -94,57 +111,60 @@ fn unavailable(e: impl std::fmt::Display) -> Status {
 fn filter_parties(
     caller: &Caller,
     filter: Option<&pb::TransactionFilter>,
-) -> Result<(BTreeSet<String>, BTreeSet<String>), Status> {
+) -> Result<(BTreeSet<String>, TemplateFilter), Status> {
     let filter = filter.ok_or_else(|| invalid("filter: missing"))?;
     if filter.parties.is_empty() {
         return Err(invalid("filter.parties: names no party"));
     }
     for p in &filter.parties {
         Party::parse(p).map_err(|e| invalid(format!("filter.parties: {e}")))?;
-        if !caller.can_read_as(p) {
-            return Err(error(
-                Code::PermissionDenied,
-                "PERMISSION_DENIED",
-                format!("user {} may not read as {p}", caller.user_id),
-            ));
-        }
-    }
-    for t in &filter.template_ids {
-        crate::model::ids::TemplateRef::parse(t)
-            .map_err(|e| invalid(format!("filter.template_ids: {e}")))?;
+        caller.check_read_as(p)?;
     }
     Ok((
         filter.parties.iter().cloned().collect(),
-        filter.template_ids.iter().cloned().collect(),
+        TemplateFilter::parse(&filter.template_ids)?,
     ))
 }
 
-/// Whether stored template id `t` (`pkg:M:E`) matches a filter entry (by id or `#name`).
-fn template_matches(p: &Participant, wanted: &BTreeSet<String>, t: &str) -> bool {
-    if wanted.is_empty() || wanted.contains(t) {
-        return true;
+/// A filter's `template_ids`, parsed once per request: exact `pkg:M:E` ids, and `#name:M:E`
+/// entries that match every version of the package.
+#[derive(Default)]
+struct TemplateFilter {
+    ids: BTreeSet<String>,
+    names: BTreeSet<(String, String, String)>,
+}
+
+impl TemplateFilter {
+    fn parse(wanted: &[String]) -> Result<TemplateFilter, Status> {
+        let mut filter = TemplateFilter::default();
+        for t in wanted {
+            let r =
+                TemplateRef::parse(t).map_err(|e| invalid(format!("filter.template_ids: {e}")))?;
+            match r.package {
+                PackageRef::Name(name) => {
+                    filter.names.insert((name, r.module, r.entity));
+                }
+                PackageRef::Id(_) => {
+                    filter.ids.insert(t.clone());
+                }
+            }
+        }
+        Ok(filter)
     }
-    let packages = p.packages();
-    let Ok(r) = crate::model::ids::TemplateRef::parse(t) else {
-        return false;
-    };
-    let Ok(template) = packages.template(&r) else {
-        return false;
-    };
-    wanted.iter().any(|w| {
-        crate::model::ids::TemplateRef::parse(w)
-            .ok()
-            .and_then(|wr| {
-                packages.template(&wr).ok().map(|wt| {
-                    wt.id == template.id
-                        || (wt.id.package_name == template.id.package_name
-                            && wt.id.module == template.id.module
-                            && wt.id.entity == template.id.entity
-                            && w.starts_with('#'))
-                })
-            })
-            .unwrap_or(false)
-    })
+
+    /// Whether stored template id `t` (`pkg:M:E`) passes the filter.
+    fn matches(&self, packages: &PackageStore, t: &str) -> bool {
+        if (self.ids.is_empty() && self.names.is_empty()) || self.ids.contains(t) {
+            return true;
+        }
+        let Ok(r) = TemplateRef::parse(t) else {
+            return false;
+        };
+        packages.resolve(&r.package).is_some_and(|p| {
+            self.names
+                .contains(&(p.name.to_string(), r.module.clone(), r.entity.clone()))
+        })
+    }
 }
 
 fn strings(j: &Json, field: &str) -> Vec<String> {
@@ -186,13 +206,13 @@ fn created_event(
 
 /// A stored update as `parties` see it; `None` when they see none of it.
 fn transaction(
-    p: &Participant,
+    packages: &PackageStore,
     offset: i64,
     update_id: &str,
     record_time: i64,
     body: &str,
     parties: &BTreeSet<String>,
-    templates: &BTreeSet<String>,
+    templates: &TemplateFilter,
 ) -> Option<pb::Transaction> {
     let body: Json = serde_json::from_str(body).ok()?;
     let mut events = Vec::new();
@@ -210,7 +230,7 @@ fn transaction(
             .get("template_id")
             .and_then(Json::as_str)
             .unwrap_or_default();
-        if witnesses.is_empty() || !template_matches(p, templates, template_id) {
+        if witnesses.is_empty() || !templates.matches(packages, template_id) {
             continue;
         }
         let node_id = e.get("node_id").and_then(Json::as_i64).unwrap_or(0);
@@ -359,7 +379,8 @@ impl pb::command_service_server::CommandService for LedgerApi {
         let mut tx = rows
             .first()
             .and_then(|(offset, id, rt, body)| {
-                transaction(&self.0, *offset, id, *rt, body, &parties, &BTreeSet::new())
+                let all = TemplateFilter::default();
+                transaction(&self.0.packages(), *offset, id, *rt, body, &parties, &all)
             })
             .ok_or_else(|| Status::internal("the committed transaction was not found"))?;
         tx.command_id = commands.command_id;
@@ -403,32 +424,23 @@ impl pb::command_completion_service_server::CommandCompletionService for LedgerA
             r.user_id.clone()
         };
         if user != caller.user_id && !caller.rights.admin {
-            return Err(error(
-                Code::PermissionDenied,
-                "PERMISSION_DENIED",
-                format!("user {} may not read {user}'s completions", caller.user_id),
-            ));
+            return Err(denied(format!(
+                "user {} may not read {user}'s completions",
+                caller.user_id
+            )));
         }
         for p in &r.parties {
-            if !caller.can_read_as(p) {
-                return Err(error(
-                    Code::PermissionDenied,
-                    "PERMISSION_DENIED",
-                    format!("user {} may not read as {p}", caller.user_id),
-                ));
-            }
+            caller.check_read_as(p)?;
         }
         let end = *self.0.completion_end_watch().borrow();
-        if r.begin_exclusive < 0 || r.begin_exclusive > end {
-            return Err(error(
-                Code::OutOfRange,
-                "OFFSET_OUT_OF_RANGE",
-                format!(
-                    "begin_exclusive: {} is not between 0 and the completion end {end}",
-                    r.begin_exclusive
-                ),
-            ));
-        }
+        let completion_end = Bound(end, "the completion end");
+        let range = (Bound(0, "0"), completion_end);
+        within(
+            "OFFSET_OUT_OF_RANGE",
+            "begin_exclusive",
+            r.begin_exclusive,
+            range,
+        )?;
         let (tx, rx) = mpsc::channel(256);
         let (p, parties) = (self.0.clone(), r.parties.clone());
         tokio::spawn(async move {
@@ -491,25 +503,17 @@ impl pb::update_service_server::UpdateService for LedgerApi {
         let r = request.into_inner();
         let (parties, templates) = filter_parties(&caller, r.filter.as_ref())?;
         let end = *self.0.ledger_end_watch().borrow();
-        if r.begin_exclusive < 0 || r.begin_exclusive > end {
-            return Err(error(
-                Code::OutOfRange,
-                "OFFSET_AFTER_LEDGER_END",
-                format!(
-                    "begin_exclusive: {} is not between 0 and the ledger end {end}",
-                    r.begin_exclusive
-                ),
-            ));
-        }
-        if r.end_inclusive != 0 && (r.end_inclusive < r.begin_exclusive || r.end_inclusive > end) {
-            return Err(error(
-                Code::OutOfRange,
-                "OFFSET_AFTER_LEDGER_END",
-                format!(
-                    "end_inclusive: {} is not between begin_exclusive and the ledger end {end}",
-                    r.end_inclusive
-                ),
-            ));
+        let ledger_end = Bound(end, "the ledger end");
+        let code = "OFFSET_AFTER_LEDGER_END";
+        within(
+            code,
+            "begin_exclusive",
+            r.begin_exclusive,
+            (Bound(0, "0"), ledger_end),
+        )?;
+        if r.end_inclusive != 0 {
+            let begin = Bound(r.begin_exclusive, "begin_exclusive");
+            within(code, "end_inclusive", r.end_inclusive, (begin, ledger_end))?;
         }
         let (tx, rx) = mpsc::channel(256);
         let p = self.0.clone();
@@ -537,10 +541,11 @@ impl pb::update_service_server::UpdateService for LedgerApi {
                     if rows.is_empty() {
                         break;
                     }
+                    let packages = p.packages();
                     for (offset, update_id, record_time, body) in rows {
                         last = offset;
                         if let Some(t) = transaction(
-                            &p,
+                            &packages,
                             offset,
                             &update_id,
                             record_time,
@@ -582,16 +587,13 @@ impl pb::state_service_server::StateService for LedgerApi {
         let r = request.into_inner();
         let (parties, templates) = filter_parties(&caller, r.filter.as_ref())?;
         let end = *self.0.ledger_end_watch().borrow();
-        if r.active_at_offset < 0 || r.active_at_offset > end {
-            return Err(error(
-                Code::OutOfRange,
-                "OFFSET_AFTER_LEDGER_END",
-                format!(
-                    "active_at_offset: {} is not between 0 and the ledger end {end}",
-                    r.active_at_offset
-                ),
-            ));
-        }
+        let range = (Bound(0, "0"), Bound(end, "the ledger end"));
+        within(
+            "OFFSET_AFTER_LEDGER_END",
+            "active_at_offset",
+            r.active_at_offset,
+            range,
+        )?;
         let at = if r.active_at_offset == 0 {
             end
         } else {
@@ -606,6 +608,7 @@ impl pb::state_service_server::StateService for LedgerApi {
         let (tx, rx) = mpsc::channel(256);
         let p = self.0.clone();
         tokio::spawn(async move {
+            let packages = p.packages();
             for (id, template, body, created_offset, created_at) in rows {
                 let Ok(contract) = serde_json::from_str::<Json>(&body) else {
                     continue;
@@ -617,7 +620,7 @@ impl pb::state_service_server::StateService for LedgerApi {
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect();
-                if witnesses.is_empty() || !template_matches(&p, &templates, &template) {
+                if witnesses.is_empty() || !templates.matches(&packages, &template) {
                     continue;
                 }
                 let item = pb::GetActiveContractsResponse {
@@ -669,24 +672,48 @@ fn details(p: &Participant, h: Option<&PartyHosting>, party: &str) -> pb::PartyD
     }
 }
 
-/// Page tokens are the hex of the last key of the previous page.
-fn page(page_size: u32, token: &str) -> Result<(usize, Option<String>), Status> {
-    let size = match page_size {
-        0 => MAX_PAGE,
-        n if n > MAX_PAGE => return Err(invalid(format!("page_size: at most {MAX_PAGE}"))),
-        n => n,
-    } as usize;
-    let after = if token.is_empty() {
-        None
-    } else {
-        Some(
-            hex::decode(token)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| invalid("page_token: not a token this participant issued"))?,
-        )
-    };
-    Ok((size, after))
+/// One page of a listing ordered by key. Page tokens are the hex of the last key of the
+/// previous page.
+struct Page {
+    size: usize,
+    after: Option<String>,
+}
+
+impl Page {
+    fn parse(page_size: u32, token: &str) -> Result<Page, Status> {
+        let size = match page_size {
+            0 => MAX_PAGE,
+            n if n > MAX_PAGE => return Err(invalid(format!("page_size: at most {MAX_PAGE}"))),
+            n => n,
+        } as usize;
+        let after = if token.is_empty() {
+            None
+        } else {
+            Some(
+                hex::decode(token)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| invalid("page_token: not a token this participant issued"))?,
+            )
+        };
+        Ok(Page { size, after })
+    }
+
+    /// The items of this page from `(key, item)` pairs in key order, and the next page's token
+    /// (empty after the last page).
+    fn of<'k, T>(&self, items: impl Iterator<Item = (&'k str, T)>) -> (Vec<T>, String) {
+        let mut page: Vec<(&str, T)> = items
+            .filter(|(key, _)| self.after.as_deref().is_none_or(|a| *key > a))
+            .take(self.size + 1)
+            .collect();
+        let more = page.len() > self.size;
+        page.truncate(self.size);
+        let next = match page.last() {
+            Some((key, _)) if more => hex::encode(key),
+            _ => String::new(),
+        };
+        (page.into_iter().map(|(_, item)| item).collect(), next)
+    }
 }
 
 #[tonic::async_trait]
@@ -792,30 +819,20 @@ impl pb::party_management_service_server::PartyManagementService for LedgerApi {
     ) -> Result<Response<pb::ListKnownPartiesResponse>, Status> {
         authorize(&self.0, &request).await?;
         let r = request.into_inner();
-        let (size, after) = page(r.page_size, &r.page_token)?;
+        let page = Page::parse(r.page_size, &r.page_token)?;
         let now = now_us();
-        let all: Vec<pb::PartyDetails> = self
+        let (party_details, next_page_token) = self
             .0
             .with_engine(|e| {
-                e.topology
-                    .parties_at(now)
-                    .into_iter()
-                    .filter(|h| after.as_deref().is_none_or(|a| h.party.as_str() > a))
-                    .take(size + 1)
-                    .map(|h| details(&self.0, Some(h), h.party.as_str()))
-                    .collect()
+                let parties = e.topology.parties_at(now);
+                page.of(parties.into_iter().map(|h| {
+                    (
+                        h.party.as_str(),
+                        details(&self.0, Some(h), h.party.as_str()),
+                    )
+                }))
             })
             .await?;
-        let more = all.len() > size;
-        let party_details: Vec<_> = all.into_iter().take(size).collect();
-        let next_page_token = if more {
-            party_details
-                .last()
-                .map(|d| hex::encode(&d.party))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
         Ok(Response::new(pb::ListKnownPartiesResponse {
             party_details,
             next_page_token,
@@ -1104,25 +1121,11 @@ impl pb::user_management_service_server::UserManagementService for LedgerApi {
         let caller = authorize(&self.0, &request).await?;
         require_admin(&caller)?;
         let r = request.into_inner();
-        let (size, after) = page(r.page_size, &r.page_token)?;
-        let all: Vec<pb::User> = self
+        let page = Page::parse(r.page_size, &r.page_token)?;
+        let (users, next_page_token) = self
             .0
-            .with_engine(|e| {
-                e.users
-                    .iter()
-                    .filter(|(id, _)| after.as_deref().is_none_or(|a| id.as_str() > a))
-                    .take(size + 1)
-                    .map(|(id, r)| user_to(id, r))
-                    .collect()
-            })
+            .with_engine(|e| page.of(e.users.iter().map(|(id, r)| (id.as_str(), user_to(id, r)))))
             .await?;
-        let more = all.len() > size;
-        let users: Vec<_> = all.into_iter().take(size).collect();
-        let next_page_token = if more {
-            users.last().map(|u| hex::encode(&u.id)).unwrap_or_default()
-        } else {
-            String::new()
-        };
         Ok(Response::new(pb::ListUsersResponse {
             users,
             next_page_token,
@@ -1287,9 +1290,4 @@ impl pb::version_service_server::VersionService for LedgerApi {
             version: format!("2.0.0-tandem.{}", env!("CARGO_PKG_VERSION")),
         }))
     }
-}
-
-/// JSON of a value the API returned, for tests and the CLI.
-pub fn value_json(v: &tandem_proto::prost_types::Value) -> Json {
-    proto_to_json(v)
 }

@@ -105,8 +105,8 @@ pub struct Engine {
 /// What a processed event asks the caller to do once its transaction committed.
 #[derive(Default)]
 pub struct Effects {
-    /// Responses to send to the mediator: (message id, payload).
-    pub responses: Vec<(String, Vec<u8>)>,
+    /// Responses to send: (message id, the mediator, payload).
+    pub responses: Vec<(String, String, Vec<u8>)>,
     pub completions: Vec<CompletionBody>,
     pub ledger_end_moved: bool,
 }
@@ -161,6 +161,15 @@ impl Engine {
             .and_then(|h| h.permission_of(&self.me))
     }
 
+    /// The synchronizer's mediator in effect at `at_us`.
+    pub fn mediator_at(&self, at_us: i64) -> Option<String> {
+        self.topology
+            .members_at(at_us)
+            .into_iter()
+            .find(|(m, _)| m.kind == crate::identity::MemberKind::Mediator)
+            .map(|(m, _)| m.to_string())
+    }
+
     pub fn hosts(&self, party: &str, at_us: i64) -> bool {
         self.permission(party, at_us).is_some()
     }
@@ -192,8 +201,14 @@ impl Engine {
             Ok(tx) => (true, String::new(), Some(tx)),
             Err(reason) => (false, reason, None),
         };
-        // Answer for each view's confirming parties hosted here with confirmation rights.
+        // Answer the mediator for each view's confirming parties hosted here with
+        // confirmation rights.
+        let mediator = self.mediator_at(ts);
+        if mediator.is_none() {
+            tracing::warn!(ts, "no mediator in the topology; not answering");
+        }
         for (i, view) in request.views.iter().enumerate() {
+            let Some(mediator) = &mediator else { break };
             let parties: Vec<String> = view
                 .confirming_parties
                 .iter()
@@ -217,7 +232,7 @@ impl Engine {
             });
             effects
                 .responses
-                .push((format!("response-{ts}-{i}"), payload));
+                .push((format!("response-{ts}-{i}"), mediator.clone(), payload));
         }
         let Some(tx) = tx else {
             tracing::info!(ts, %reason, "rejecting a confirmation request");

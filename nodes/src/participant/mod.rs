@@ -17,9 +17,8 @@ use crate::member::{self, Member, Sent};
 use crate::model::ids::SubmissionSeed;
 use crate::model::{interpret, PackageStore, Party, Submitters};
 use crate::sequencer::now_us;
-use crate::store::synchronizer::{StoredTopology, TopologyStatus};
 use crate::store::{Fence, Store, StoreError};
-use crate::topology::{Permission, SignedTransaction, TopologyState, BROADCAST};
+use crate::topology::Permission;
 use engine::{CompletionBody, Effects, Engine, InFlight, Rights, UserRecord};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -58,9 +57,7 @@ impl Settings {
         let sync = &t.synchronizer;
         Settings {
             synchronizer: sync.name.clone(),
-            delay_us: i64::try_from(sync.topology_change_delay_ms)
-                .unwrap_or(i64::MAX / 1000)
-                .saturating_mul(1000),
+            delay_us: sync.topology_change_delay_us(),
             manual_connect: node.manual_connect,
             admin_users: node.admin_users.clone(),
             sequencer_endpoints: t.sequencer_endpoints(),
@@ -86,6 +83,35 @@ impl Caller {
             || self.rights.act_as.contains(party)
             || self.rights.read_as.contains(party)
     }
+
+    /// PERMISSION_DENIED unless the caller may act as `party`.
+    pub fn check_act_as(&self, party: &str) -> Result<(), Status> {
+        if self.can_act_as(party) {
+            Ok(())
+        } else {
+            Err(denied(format!(
+                "user {} may not act as {party}",
+                self.user_id
+            )))
+        }
+    }
+
+    /// PERMISSION_DENIED unless the caller may read as `party`.
+    pub fn check_read_as(&self, party: &str) -> Result<(), Status> {
+        if self.can_read_as(party) {
+            Ok(())
+        } else {
+            Err(denied(format!(
+                "user {} may not read as {party}",
+                self.user_id
+            )))
+        }
+    }
+}
+
+/// PERMISSION_DENIED with the `PERMISSION_DENIED` error code.
+pub fn denied(message: impl std::fmt::Display) -> Status {
+    error(tonic::Code::PermissionDenied, "PERMISSION_DENIED", message)
 }
 
 struct Connection {
@@ -215,14 +241,7 @@ impl Participant {
                 tracing::error!(id, error = %e, "stored package does not load");
             }
         }
-        let mut topology = TopologyState::new();
-        for row in store.topology_transactions(node).await? {
-            if let Ok(signed) = SignedTransaction::decode(&row.signed) {
-                if let Err(e) = topology.apply(&signed, row.effective_us.unwrap_or(0)) {
-                    tracing::warn!(hash = row.hash, error = %e, "stored transaction does not apply");
-                }
-            }
-        }
+        let topology = member::stored_topology(store, node).await?;
         let mut acs = HashMap::new();
         let mut keys = HashMap::new();
         for (id, template, body, _, _) in store.participant_contracts(node, None).await? {
@@ -477,26 +496,11 @@ impl Participant {
             .and_then(|m| m.message);
         match message {
             Some(msg::synchronizer_message::Message::Topology(b))
-                if event.recipients.iter().any(|r| r == BROADCAST) =>
+                if member::is_broadcast(&event) =>
             {
-                for t in &b.transactions {
-                    let Ok(signed) = SignedTransaction::try_from(t) else {
-                        continue;
-                    };
-                    let effective = ts + engine.delay_us;
-                    if let Err(e) = engine.topology.apply(&signed, effective) {
-                        tracing::warn!(error = %e, "ignoring a topology transaction");
-                        continue;
-                    }
-                    let row = StoredTopology {
-                        hash: signed.transaction.hash(),
-                        signed: signed.encode(),
-                        status: TopologyStatus::Sequenced,
-                        sequenced_us: Some(ts),
-                        effective_us: Some(effective),
-                    };
-                    db.save_topology(&self.0.node, &row, None).await?;
-                }
+                let delay_us = engine.delay_us;
+                member::apply_broadcast(db, &self.0.node, &mut engine.topology, &b, ts, delay_us)
+                    .await?;
             }
             Some(msg::synchronizer_message::Message::ConfirmationRequest(r)) => {
                 let packages = self.packages();
@@ -555,14 +559,10 @@ impl Participant {
 
     /// After an event's transaction committed: send the responses, wake the waiters.
     fn apply(&self, member: &Member, effects: Effects) {
-        for (message_id, payload) in effects.responses {
-            let (member, mediator) = (member.clone(), self.clone());
+        for (message_id, mediator, payload) in effects.responses {
+            let member = member.clone();
             tokio::spawn(async move {
-                let Some(to) = mediator.mediator().await else {
-                    tracing::warn!("no mediator in the topology; response dropped");
-                    return;
-                };
-                if let Err(s) = member.send(&message_id, &[to], payload).await {
+                if let Err(s) = member.send(&message_id, &[mediator], payload).await {
                     tracing::warn!(status = %s, message_id, "confirmation response not sent");
                 }
             });
@@ -573,18 +573,6 @@ impl Participant {
                 let _ = w.send(c.clone());
             }
         }
-    }
-
-    /// The synchronizer's mediator, from the topology.
-    async fn mediator(&self) -> Option<String> {
-        let guard = self.0.engine.lock().await;
-        let engine = guard.as_ref()?;
-        engine
-            .topology
-            .members_at(now_us())
-            .into_iter()
-            .find(|(m, _)| m.kind == MemberKind::Mediator)
-            .map(|(m, _)| m.to_string())
     }
 
     /// Runs `f` on the engine, or answers UNAVAILABLE on a passive replica.
@@ -619,14 +607,10 @@ impl Participant {
             ));
         }
         if commands.user_id != caller.user_id && !caller.rights.admin {
-            return Err(error(
-                tonic::Code::PermissionDenied,
-                "PERMISSION_DENIED",
-                format!(
-                    "commands.user_id: {} may not submit as {}",
-                    caller.user_id, commands.user_id
-                ),
-            ));
+            return Err(denied(format!(
+                "commands.user_id: {} may not submit as {}",
+                caller.user_id, commands.user_id
+            )));
         }
         let user_id = if commands.user_id.is_empty() {
             caller.user_id.clone()
@@ -646,22 +630,10 @@ impl Participant {
             read_as: parse("read_as", &commands.read_as)?,
         };
         for p in &commands.act_as {
-            if !caller.can_act_as(p) {
-                return Err(error(
-                    tonic::Code::PermissionDenied,
-                    "PERMISSION_DENIED",
-                    format!("user {} may not act as {p}", caller.user_id),
-                ));
-            }
+            caller.check_act_as(p)?;
         }
         for p in &commands.read_as {
-            if !caller.can_read_as(p) {
-                return Err(error(
-                    tonic::Code::PermissionDenied,
-                    "PERMISSION_DENIED",
-                    format!("user {} may not read as {p}", caller.user_id),
-                ));
-            }
+            caller.check_read_as(p)?;
         }
         let dedup_us = match commands.deduplication_duration_ms {
             0 => DEFAULT_DEDUP_US,
@@ -687,11 +659,18 @@ impl Participant {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| Status::internal(e.to_string()))?;
         let now = now_us();
-        let (request, recipients, in_flight, receiver) = {
+        let (request, recipients, in_flight, receiver, mediator) = {
             let mut guard = self.0.engine.lock().await;
             let engine = guard
                 .as_mut()
                 .ok_or_else(|| Status::unavailable("replica is passive"))?;
+            let mediator = engine.mediator_at(now).ok_or_else(|| {
+                error(
+                    tonic::Code::Unavailable,
+                    "NO_MEDIATOR",
+                    "the synchronizer has no mediator yet",
+                )
+            })?;
             for p in &commands.act_as {
                 if engine.permission(p, now) != Some(Permission::Submission) {
                     return Err(error(
@@ -824,15 +803,8 @@ impl Participant {
                 .entry(change_id.clone())
                 .or_default()
                 .push(tx_done);
-            (request, recipients, in_flight, rx_done)
+            (request, recipients, in_flight, rx_done, mediator)
         };
-        let mediator = self.mediator().await.ok_or_else(|| {
-            error(
-                tonic::Code::Unavailable,
-                "NO_MEDIATOR",
-                "the synchronizer has no mediator yet",
-            )
-        })?;
         let mut to: Vec<String> = vec![mediator];
         to.extend(recipients);
         let payload = prost::Message::encode_to_vec(&msg::SynchronizerMessage {

@@ -51,9 +51,7 @@ impl Settings {
     pub fn from_topology(t: &TopologyConfig) -> Settings {
         let sync = &t.synchronizer;
         Settings {
-            delay_us: i64::try_from(sync.topology_change_delay_ms)
-                .unwrap_or(i64::MAX / 1000)
-                .saturating_mul(1000),
+            delay_us: sync.topology_change_delay_us(),
             admission: sync.admission.clone(),
             mediator: sync.mediator.name.clone(),
             sequencer: sync.sequencer.name.clone(),
@@ -292,7 +290,7 @@ impl TopologyManager {
         let mut events = member.subscribe(from, stop.clone());
         while let Some(event) = events.recv().await {
             let broadcast = event.sender == self.0.id.to_string()
-                && event.recipients.iter().any(|r| r == BROADCAST)
+                && crate::member::is_broadcast(&event)
                 && event.deliver_error.is_none();
             let txs = if broadcast {
                 crate::sequencer::decode_broadcast(&event.payload)
