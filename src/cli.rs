@@ -296,9 +296,17 @@ pub struct LedgerArgs {
     /// Ledger API endpoint: a participant replica or the lb's frontend for it.
     #[arg(long, default_value = "http://127.0.0.1:4001")]
     pub url: String,
-    /// The user to act as (`x-tandem-user`).
+    /// The user commands are submitted as; with no `--token`, the user a development token is
+    /// minted for.
     #[arg(long, default_value = "participant_admin")]
     pub user: String,
+    /// The bearer JWT sent with every call. Without it, a one-hour development token for
+    /// `--user` is signed with the HS256 secret of `--config` (or the built-in topology).
+    #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Topology whose (unsafe) HS256 secret signs the development token.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

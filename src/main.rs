@@ -6,6 +6,10 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = tandem::cli::Cli::parse();
     tandem::cli::init_tracing(&cli);
+    if let Err(e) = tandem::process::exit_with_parent() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -173,6 +173,30 @@ impl LbProcess {
 
 /// Runs `bin args`, waits up to `timeout` for its `TANDEM_READY {json}` line, and sends its stderr
 /// and the rest of its stdout to `log`.
+/// Set on every child this process starts: the supervisor's pid. See [`exit_with_parent`].
+const PARENT_PID_ENV: &str = "TANDEM_PARENT_PID";
+
+/// In a child of `tandem up` (or of a test or benchmark): asks the kernel for SIGTERM when the
+/// parent dies, however it dies (SIGKILL included), so no replica outlives its supervisor as
+/// an orphan holding ports and leases; SIGTERM is the usual graceful stop. Fails if the parent
+/// is already gone. Does nothing in a process nobody started this way.
+pub fn exit_with_parent() -> Result<(), String> {
+    let Ok(parent) = std::env::var(PARENT_PID_ENV) else {
+        return Ok(());
+    };
+    let parent: i32 = parent
+        .parse()
+        .map_err(|_| format!("{PARENT_PID_ENV}={parent:?} is not a pid"))?;
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .map_err(|e| format!("cannot ask to be stopped with the parent: {e}"))?;
+    if nix::unistd::getppid().as_raw() != parent {
+        return Err(format!(
+            "the parent (pid {parent}) exited before this process started"
+        ));
+    }
+    Ok(())
+}
+
 async fn spawn_child<R: serde::de::DeserializeOwned>(
     bin: &Path,
     args: &[String],
@@ -195,6 +219,7 @@ async fn spawn_child<R: serde::de::DeserializeOwned>(
         .map_err(io)?;
     let mut child = Command::new(bin)
         .args(args)
+        .env(PARENT_PID_ENV, std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log.try_clone().map_err(io)?)

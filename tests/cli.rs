@@ -28,12 +28,13 @@ fn small_topology(storage: &str) -> String {
         "[synchronizer.sequencer]\nstorage = \"{}\"\nreplicas = [{{ api = \"127.0.0.1:0\", {zero} }}]\n\
          [synchronizer.mediator]\nstorage = \"{}\"\nreplicas = [{{ {zero} }}, {{ {zero} }}]\n\
          [synchronizer.topology_manager]\nstorage = \"{}\"\nreplicas = [{{ {zero} }}]\n\
-         [[participants]]\nname = \"participant1\"\nstorage = \"{}\"\n\
+         [[participants]]\nname = \"participant1\"\nstorage = \"{}\"\n{}\n\
          replicas = [{{ api = \"127.0.0.1:0\", {zero} }}, {{ api = \"127.0.0.1:0\", {zero} }}]\n",
         s("sequencer"),
         s("mediator"),
         s("topology_manager"),
-        s("participant1")
+        s("participant1"),
+        tandem_nodes::testing::participant_auth()
     )
 }
 

@@ -88,7 +88,7 @@ fn ledger_clients(p: &mut Processes, node: &str) -> Vec<LedgerClient> {
     p.replicas(node)
         .iter()
         .map(|r| {
-            LedgerClient::connect_lazy(
+            tandem_nodes::testing::ledger_client(
                 &format!("http://{}", r.ready.api.unwrap()),
                 "participant_admin",
             )

@@ -17,13 +17,7 @@ pub struct CallContext {
     pub token: Option<String>,
     /// The `x-request-id` of the HTTP request, forwarded as gRPC metadata.
     pub request_id: Option<String>,
-    /// The user id of a verified user token, also sent as `x-tandem-user` for participants
-    /// that do not verify JWTs yet (the gateway has verified the token).
-    pub user: Option<String>,
 }
-
-/// The metadata key the participant reads the calling user from until it verifies JWTs.
-pub const USER_METADATA: &str = "x-tandem-user";
 
 /// A handle on the Ledger API. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -82,11 +76,6 @@ impl LedgerClient {
         if let Some(token) = &ctx.token {
             if let Ok(v) = format!("Bearer {token}").parse() {
                 metadata.insert("authorization", v);
-            }
-        }
-        if let Some(user) = &ctx.user {
-            if let Ok(v) = user.parse() {
-                metadata.insert(USER_METADATA, v);
             }
         }
         if let Some(id) = &ctx.request_id {

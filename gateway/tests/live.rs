@@ -3,9 +3,9 @@
 //! (`tandem_nodes::testing::Synchronizer`), or of the Ledger API named by
 //! `TANDEM_GATEWAY_LEDGER` (e.g. `http://127.0.0.1:5001`).
 //! The tests act as one user (`TANDEM_GATEWAY_USER`, default `participant_admin`, an admin of
-//! the participant) with scope-based user tokens signed with `TANDEM_GATEWAY_HS256_SECRET`; the
-//! gateway verifies them and forwards the user as `x-tandem-user` too, for participants that do
-//! not verify JWTs yet. The scenarios are plain functions taking the endpoint so a topology test
+//! the participant) with scope-based user tokens signed with `TANDEM_GATEWAY_HS256_SECRET`
+//! (default: the in-process participant's test secret); the gateway verifies them and forwards
+//! them, and the participant verifies them again. The scenarios are plain functions taking the endpoint so a topology test
 //! can call them.
 #![allow(clippy::unwrap_used)]
 
@@ -65,7 +65,8 @@ fn user() -> String {
 }
 
 fn secret() -> String {
-    std::env::var("TANDEM_GATEWAY_HS256_SECRET").unwrap_or_else(|_| common::SECRET.to_owned())
+    std::env::var("TANDEM_GATEWAY_HS256_SECRET")
+        .unwrap_or_else(|_| tandem_nodes::testing::TEST_JWT_SECRET.to_owned())
 }
 
 fn sign(claims: &Value) -> String {

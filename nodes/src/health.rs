@@ -16,6 +16,7 @@ use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -23,22 +24,38 @@ use tokio_util::sync::CancellationToken;
 struct HealthState {
     replica: ReplicaHandle,
     metrics: NodeMetrics,
+    serving: Option<watch::Receiver<bool>>,
 }
 
-/// The health routes of one replica.
-pub fn router(replica: ReplicaHandle, metrics: NodeMetrics) -> Router {
+/// The health routes of one replica. `serving`, for active-passive node kinds, says whether the
+/// active replica's services are up yet: between winning the lease and loading its state a
+/// replica answers 503 "activating", so a load balancer never routes to it too early.
+pub fn router(
+    replica: ReplicaHandle,
+    metrics: NodeMetrics,
+    serving: Option<watch::Receiver<bool>>,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/health/live", get(live))
         .route("/metrics", get(metrics_text))
-        .with_state(HealthState { replica, metrics })
+        .with_state(HealthState {
+            replica,
+            metrics,
+            serving,
+        })
 }
 
 async fn health(State(s): State<HealthState>) -> Response {
     let state = s.replica.state();
     let id = s.replica.identity();
-    let verdict = state.health(Instant::now());
-    let (code, status, detail) = match verdict {
+    let loading = s.serving.as_ref().is_some_and(|up| !*up.borrow());
+    let (code, status, detail) = match state.health(Instant::now()) {
+        Ok(_) if loading => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "activating",
+            "active; still loading its state".to_string(),
+        ),
         Ok(detail) => (StatusCode::OK, "active", detail),
         Err(detail) if state.role == Role::Active => {
             (StatusCode::SERVICE_UNAVAILABLE, "unhealthy", detail)

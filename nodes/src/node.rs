@@ -45,6 +45,8 @@ pub enum NodeError {
     },
     #[error("{key}: {source}")]
     Store { key: String, source: StoreError },
+    #[error("{key}: {message}")]
+    Auth { key: String, message: String },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("{0} stopped unexpectedly: {1}")]
@@ -84,24 +86,19 @@ async fn serve_ledger_api(
     use tandem_proto::ledger::v2::*;
     let api = || LedgerApi(participant.clone());
     let (reporter, health) = tonic_health::server::health_reporter();
-    let watched = participant.clone();
+    let mut serving = participant.serving();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let mut was = None;
         loop {
-            let active = watched.is_active().await;
-            if was != Some(active) {
-                let status = if active {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                reporter.set_service_status("", status).await;
-                was = Some(active);
-            }
+            let status = if *serving.borrow_and_update() {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                changed = serving.changed() => if changed.is_err() { return },
             }
         }
     });
@@ -284,6 +281,8 @@ pub async fn start(
         source,
     };
     let mut active_session = None;
+    // For active-passive kinds: whether the active replica's services are up (state loaded).
+    let mut serving = None;
     match node_ref.kind {
         NodeKind::TopologyManager => {
             let settings = crate::topology_manager::Settings::from_topology(topology);
@@ -293,6 +292,7 @@ pub async fn start(
             admin_routes.add_service(TopologyManagerServiceServer::new(TopologyManagerAdmin(
                 tm.clone(),
             )));
+            serving = Some(tm.serving());
             active_session = Some(("topology manager", ActiveKind::TopologyManager(tm)));
         }
         NodeKind::Mediator => {
@@ -303,10 +303,15 @@ pub async fn start(
             admin_routes.add_service(MediatorAdminServiceServer::new(MediatorAdmin(
                 mediator.clone(),
             )));
+            serving = Some(mediator.serving());
             active_session = Some(("mediator", ActiveKind::Mediator(mediator)));
         }
         NodeKind::Participant => {
-            let settings = crate::participant::Settings::from_topology(topology, node_ref.config);
+            let settings = crate::participant::Settings::from_topology(topology, node_ref.config)
+                .map_err(|e| NodeError::Auth {
+                key: format!("{}.{}", node_ref.key, e.key),
+                message: e.message,
+            })?;
             let participant = Participant::new(store.clone(), node, replica, settings)
                 .await
                 .map_err(store_error)?;
@@ -333,6 +338,7 @@ pub async fn start(
                     shutdown.clone(),
                 )),
             ));
+            serving = Some(participant.serving());
             active_session = Some(("participant", ActiveKind::Participant(participant)));
         }
         NodeKind::Sequencer => {}
@@ -367,7 +373,7 @@ pub async fn start(
             )),
         ));
     }
-    let health_app = health::router(handle.clone(), metrics);
+    let health_app = health::router(handle.clone(), metrics, serving);
     let health_task = tokio::spawn(health::serve_http1(
         health_listener,
         health_app,

@@ -8,7 +8,7 @@
 use serde_json::json;
 use std::time::Duration;
 use tandem_nodes::participant::client::LedgerClient;
-use tandem_nodes::testing::Synchronizer;
+use tandem_nodes::testing::{ledger_client, Synchronizer, TEST_JWT_SECRET};
 use tandem_proto::participant::v1 as admin;
 use tandem_proto::participant::v1::party_hosting_service_client::PartyHostingServiceClient;
 use tandem_proto::participant::v1::synchronizer_connectivity_service_client::SynchronizerConnectivityServiceClient;
@@ -34,7 +34,7 @@ async fn start(postgres: bool, participants: u32) -> Option<(Synchronizer, Vec<L
     .unwrap();
     let mut clients = Vec::new();
     for p in &sync.participants {
-        let c = LedgerClient::connect_lazy(
+        let c = ledger_client(
             &format!("http://{}", p.ready.api.unwrap()),
             "participant_admin",
         )
@@ -296,7 +296,7 @@ async fn ledger_flows(postgres: bool) {
         assert_eq!(err.code(), code, "{what}: {err:?}");
         assert!(code_of(&err).starts_with(error_code), "{what}: {err:?}");
     }
-    let stranger = LedgerClient::connect_lazy(
+    let stranger = ledger_client(
         &format!("http://{}", sync.participants[0].ready.api.unwrap()),
         "nobody",
     )
@@ -317,8 +317,85 @@ async fn ledger_flows(postgres: bool) {
         end,
         "nothing written by refused commands"
     );
+    bad_tokens_are_refused(&sync, &bank).await;
     drop(c);
     sync.stop().await.unwrap();
+}
+
+fn sign(claims: &serde_json::Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// The participant verifies every call's JWT itself: bad tokens are refused with
+/// UNAUTHENTICATED naming the reason; a custom-claims token grants exactly its own rights.
+async fn bad_tokens_are_refused(sync: &Synchronizer, bank: &str) {
+    let api = format!("http://{}", sync.participants[0].ready.api.unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let user =
+        |exp: u64| json!({"sub": "participant_admin", "scope": "daml_ledger_api", "exp": exp});
+    let unsigned = {
+        use base64::Engine as _;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!("{}.{}.", b64(json!({"alg": "none"})), b64(user(now + 600)))
+    };
+    let mut tampered = sign(&user(now + 600), TEST_JWT_SECRET);
+    tampered.insert(tampered.rfind('.').unwrap() + 1, 'A');
+    let cases = [
+        ("no token", String::new(), "missing"),
+        ("not a JWT", "abc".to_string(), "malformed"),
+        (
+            "another secret",
+            sign(&user(now + 600), "another-secret-that-is-long-enough-0123"),
+            "bad_signature",
+        ),
+        ("tampered", tampered, "bad_signature"),
+        (
+            "expired",
+            sign(&user(now - 600), TEST_JWT_SECRET),
+            "expired",
+        ),
+        ("alg none", unsigned, "unsupported_algorithm"),
+    ];
+    for (what, token, reason) in cases {
+        let c = LedgerClient::connect_lazy(&api, "participant_admin", &token).unwrap();
+        let err = c.ledger_end().await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{what}: {err:?}");
+        let got = err
+            .metadata()
+            .get("x-tandem-auth-reason")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(got, Some(reason), "{what}: {err:?}");
+    }
+    // A legacy custom-claims token: its rights, no more (no admin, only `bank`).
+    let claims = json!({
+        "https://daml.com/ledger-api": {"actAs": [bank], "applicationId": "bank-app"},
+        "exp": now + 600,
+    });
+    let app =
+        LedgerClient::connect_lazy(&api, "bank-app", &sign(&claims, TEST_JWT_SECRET)).unwrap();
+    app.submit_and_wait(app.commands(
+        "custom-claims-1",
+        &[bank.to_string()],
+        vec![LedgerClient::create(IOU, &iou(bank, bank, "3.0"))],
+    ))
+    .await
+    .unwrap();
+    let err = app.allocate_party("Mallory", "bank-app").await.unwrap_err();
+    assert_eq!(
+        (err.code(), code_of(&err)),
+        (Code::PermissionDenied, "PERMISSION_DENIED"),
+        "{err:?}"
+    );
 }
 
 async fn multi_hosted_party(postgres: bool) {

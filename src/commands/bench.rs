@@ -51,7 +51,8 @@ pub fn bench_topology(storage: &str, replicas: u32) -> String {
         "[synchronizer.sequencer]\nstorage = \"{storage}\"\nreplicas = [{replica}]\n\
          [synchronizer.mediator]\nstorage = \"{storage}\"\nreplicas = [{{ admin = \"127.0.0.1:0\", health = \"127.0.0.1:0\" }}]\n\
          [synchronizer.topology_manager]\nstorage = \"{storage}\"\nreplicas = [{{ admin = \"127.0.0.1:0\", health = \"127.0.0.1:0\" }}]\n\
-         [[participants]]\nname = \"{NODE}\"\nstorage = \"{storage}\"\nreplicas = [\n  {list}\n]\n"
+         [[participants]]\nname = \"{NODE}\"\nstorage = \"{storage}\"\n{auth}\nreplicas = [\n  {list}\n]\n",
+        auth = tandem_nodes::testing::participant_auth()
     )
 }
 

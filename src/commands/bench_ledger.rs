@@ -133,7 +133,7 @@ async fn drive(
     let clients: Vec<LedgerClient> = apis
         .iter()
         .map(|a| {
-            LedgerClient::connect_lazy(&format!("http://{a}"), "participant_admin")
+            tandem_nodes::testing::ledger_client(&format!("http://{a}"), "participant_admin")
                 .map_err(anyhow::Error::msg)
         })
         .collect::<Result<_, _>>()?;

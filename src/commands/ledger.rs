@@ -78,7 +78,12 @@ fn print_transaction(t: &pb::Transaction, as_json: bool) {
 }
 
 pub async fn run(args: LedgerArgs) -> anyhow::Result<ExitCode> {
-    let c = LedgerClient::connect_lazy(&args.url, &args.user).map_err(anyhow::Error::msg)?;
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => super::dev_token(args.config.as_deref(), &args.user, 3600)?,
+    };
+    let c =
+        LedgerClient::connect_lazy(&args.url, &args.user, &token).map_err(anyhow::Error::msg)?;
     let as_json = args.json;
     match args.command {
         LedgerCommand::Parties(PartiesCommand::Allocate { hint }) => {

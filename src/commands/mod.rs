@@ -60,20 +60,34 @@ impl Termination {
     }
 }
 
-/// `tandem token`: a development JWT signed with a gateway's HS256 secret.
+/// `tandem token`: a development JWT signed with the topology's HS256 secret.
 pub fn token(args: &crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
-    let topology = match &args.config {
+    println!(
+        "{}",
+        dev_token(args.config.as_deref(), &args.user, args.ttl)?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A scope-based token for `user` signed with the (unsafe, development) HS256 secret of the
+/// topology's first participant or gateway that has one; the built-in topology when `config`
+/// is `None`.
+pub fn dev_token(config: Option<&Path>, user: &str, ttl: u64) -> anyhow::Result<String> {
+    let topology = match config {
         Some(path) => load(path)?,
         None => TopologyConfig::parse(up::DEFAULT_TOPOLOGY)?,
     };
     let secret = topology
-        .gateways
+        .participants
         .iter()
-        .find_map(|g| g.auth.hs256_secret.clone())
-        .ok_or_else(|| anyhow::anyhow!("no gateway of the topology has an hs256_secret"))?;
-    println!(
-        "{}",
-        tandem_auth::mint_hs256_dev_token(&secret, &args.user, args.ttl)?
-    );
-    Ok(ExitCode::SUCCESS)
+        .filter_map(|p| p.auth.as_ref())
+        .chain(topology.gateways.iter().map(|g| &g.auth))
+        .find_map(|a| a.hs256_secret.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no participant or gateway of the topology has an hs256_secret; \
+                 get a token from your identity provider and pass --token"
+            )
+        })?;
+    Ok(tandem_auth::mint_hs256_dev_token(&secret, user, ttl)?)
 }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use tandem_nodes::config::TopologyConfig;
+use tandem_nodes::config::{NodeKind, TopologyConfig};
 use tandem_nodes::health::probe;
 
 /// The default topology, built in so `tandem up` works from any directory.
@@ -65,7 +65,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         log_dir(&args.data_dir).display()
     );
     let started = tokio::select! {
-        result = start_all(&mut replicas) => result.map(|()| true),
+        result = start_all(&mut replicas, &mut topology, &config_path) => result.map(|()| true),
         () = termination.received() => Ok(false),
     };
     if !matches!(started, Ok(true)) {
@@ -158,9 +158,18 @@ async fn use_postgres(topology: &mut TopologyConfig, server: &str) -> anyhow::Re
     Ok(())
 }
 
+/// Every replica, in the order they start: sequencers, topology manager, mediator (which asks
+/// the topology manager for admission), participants.
 fn plan(topology: &TopologyConfig, bin: &Path, config: &Path, logs: &Path) -> Vec<Replica> {
     let mut replicas = Vec::new();
-    for node in topology.nodes() {
+    let mut nodes = topology.nodes();
+    nodes.sort_by_key(|n| match n.kind {
+        NodeKind::Sequencer => 0,
+        NodeKind::TopologyManager => 1,
+        NodeKind::Mediator => 2,
+        NodeKind::Participant => 3,
+    });
+    for node in nodes {
         for (i, r) in node.config.replicas.iter().enumerate() {
             let replica = u32::try_from(i).unwrap_or(u32::MAX);
             replicas.push(Replica {
@@ -183,11 +192,29 @@ fn plan(topology: &TopologyConfig, bin: &Path, config: &Path, logs: &Path) -> Ve
     replicas
 }
 
-async fn start_all(replicas: &mut [Replica]) -> anyhow::Result<()> {
+/// Starts every replica in dependency order. A replica whose config said port 0 gets its bound
+/// addresses written into the effective topology before the next one starts, so the nodes it
+/// depends on are found (and a restart binds the same ports again).
+async fn start_all(
+    replicas: &mut [Replica],
+    topology: &mut TopologyConfig,
+    config_path: &Path,
+) -> anyhow::Result<()> {
     for r in replicas.iter_mut() {
         print!("  starting {:<24}", r.spec.name());
         let _ = std::io::stdout().flush();
         let process = NodeProcess::spawn(&r.spec, READY_TIMEOUT).await?;
+        let ready = &process.ready;
+        topology.record_bound(
+            &r.spec.node,
+            r.spec.replica,
+            ready.api,
+            ready.admin,
+            ready.health,
+        );
+        std::fs::write(config_path, toml::to_string(&*topology)?)
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        r.api = ready.api;
         println!(
             " up   pid {:<7} health {}",
             process.pid(),

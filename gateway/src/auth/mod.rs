@@ -43,7 +43,6 @@ impl Caller {
                 ctx: CallContext {
                     token: Some(token.to_owned()),
                     request_id: request_id(headers),
-                    user: claims.user_id().map(str::to_owned),
                 },
                 claims,
             }),

@@ -753,6 +753,7 @@ replicas = [{ admin = "127.0.0.1:5121", health = "127.0.0.1:5221" }]
 [[participants]]
 name = "participant1"
 storage = "sqlite://p1.db"
+auth = { unsafe = true, hs256_secret = "0123456789abcdef0123456789abcdef" }
 replicas = [
   { api = "127.0.0.1:4011", admin = "127.0.0.1:4111", health = "127.0.0.1:4211" },
   { api = "127.0.0.1:4012", admin = "127.0.0.1:4112", health = "127.0.0.1:4212" },

@@ -135,7 +135,15 @@ impl TopologyConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text).map_err(|e| e.in_file(path))
+        let mut config = Self::parse(&text).map_err(|e| e.in_file(path))?;
+        // Key files named in `[participants.auth]` are relative to the topology file.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in &mut config.participants {
+            if let Some(auth) = &mut p.auth {
+                auth.resolve_paths(dir);
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates topology TOML text.

@@ -127,10 +127,14 @@ pub struct NodeConfig {
     /// an operator connects it (`ConnectSynchronizer`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub manual_connect: bool,
-    /// Participants: users that are participant admins on the Ledger API (until JWT auth, the
-    /// caller names its user in `x-tandem-user` metadata).
+    /// Participants: users that are participant admins on the Ledger API even without a row in
+    /// the user table (the bootstrap admin, as Canton's `participant_admin`).
     #[serde(default = "default_admin_users")]
     pub admin_users: Vec<String>,
+    /// Participants (required): how the Ledger API verifies callers' bearer JWTs
+    /// (`[participants.auth]`, the same table as a gateway's `[gateways.auth]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<tandem_auth::AuthConfig>,
 }
 
 fn default_admin_users() -> Vec<String> {

@@ -15,6 +15,7 @@ replicas = [{ admin = "127.0.0.1:5121", health = "127.0.0.1:5221" }]
 [[participants]]
 name = "participant1"
 storage = "postgres://tandem@127.0.0.1:5432/p1"
+auth = { unsafe = true, hs256_secret = "0123456789abcdef0123456789abcdef" }
 replicas = [
   { api = "127.0.0.1:4011", admin = "127.0.0.1:4111", health = "127.0.0.1:4211" },
   { api = "127.0.0.1:0", admin = "127.0.0.1:0", health = "127.0.0.1:0" },
@@ -75,6 +76,9 @@ fn broken_topologies_name_the_offending_key() {
         ("api on a mediator", "replicas = [{ admin = \"127.0.0.1:5111\"", "replicas = [{ api = \"127.0.0.1:9\", admin = \"127.0.0.1:5111\""),
         ("missing api", "{ api = \"127.0.0.1:4011\", admin", "{ admin"),
         ("bad name", "name = \"participant1\"", "name = \"participant 1\""),
+        ("participant without auth", "auth = { unsafe = true, hs256_secret = \"0123456789abcdef0123456789abcdef\" }\n", ""),
+        ("HS256 without unsafe", "auth = { unsafe = true, ", "auth = { "),
+        ("auth on a mediator", "storage = \"sqlite://data/med.db\"", "storage = \"sqlite://data/med.db\"\nauth = { pem_files = [\"k.pem\"] }"),
     ];
     let expected: &[&str] = &[
         "unknown field `storgae`",
@@ -85,6 +89,9 @@ fn broken_topologies_name_the_offending_key() {
         "synchronizer.mediator.replicas[0].api: this node kind has no public API",
         "participants[0].replicas[0].api: missing field `api`",
         "participants[0].name: \"participant 1\" is not a valid name",
+        "participants[0].auth: missing table",
+        "participants[0].auth.hs256_secret: HS256 lets anyone",
+        "synchronizer.mediator.auth: only participants verify tokens",
     ];
     for ((what, from, to), want) in cases.iter().zip(expected) {
         assert!(VALID.contains(from), "{what}: fixture text not found");

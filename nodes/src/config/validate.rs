@@ -2,6 +2,7 @@
 //! form an operator would search the file for (`participants[1].replicas[0].admin`).
 
 use super::schema::{NodeConfig, TopologyConfig};
+use super::NodeKind;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -53,6 +54,7 @@ pub(super) fn validate(config: &mut TopologyConfig) -> Result<(), ConfigError> {
             node.kind.has_public_api(),
             &mut addresses,
         )?;
+        validate_auth(node.config, &node.key, node.kind)?;
     }
     let sequencers = config.synchronizer.sequencer.replicas.len();
     super::sequencing::validate(&config.synchronizer.sequencing, sequencers)
@@ -139,6 +141,26 @@ fn validate_node(
         addresses.claim(replica.health, &format!("{rkey}.health"))?;
     }
     Ok(())
+}
+
+/// Participants verify the JWTs of Ledger API callers, so they need keys; other kinds have no
+/// Ledger API and take no `auth` table.
+fn validate_auth(node: &NodeConfig, key: &str, kind: NodeKind) -> Result<(), ConfigError> {
+    match (&node.auth, kind == NodeKind::Participant) {
+        (Some(auth), true) => auth
+            .validate()
+            .map_err(|e| invalid(format!("{key}.{}", e.key), e.message)),
+        (None, true) => Err(invalid(
+            format!("{key}.auth"),
+            "missing table: a participant verifies its Ledger API callers' JWTs \
+             (e.g. auth = { jwks_url = \"https://idp.example/jwks.json\" })",
+        )),
+        (Some(_), false) => Err(invalid(
+            format!("{key}.auth"),
+            "only participants verify tokens; remove the table",
+        )),
+        (None, false) => Ok(()),
+    }
 }
 
 fn validate_storage(url: &str, key: &str) -> Result<(), ConfigError> {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tandem_proto::mediator::v1 as apb;
 use tandem_proto::sequencer::v1::SequencedEvent;
 use tandem_proto::synchronizer::v1 as msg;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -56,7 +56,8 @@ struct Inner {
     id: MemberId,
     key: Arc<KeyPair>,
     settings: Settings,
-    active: Mutex<bool>,
+    /// True while this replica is active, admitted and following its subscription.
+    serving: watch::Sender<bool>,
 }
 
 #[derive(Clone)]
@@ -134,12 +135,17 @@ impl Mediator {
             id,
             key: Arc::new(key),
             settings,
-            active: Mutex::new(false),
+            serving: watch::channel(false).0,
         })))
     }
 
     pub fn id(&self) -> &MemberId {
         &self.0.id
+    }
+
+    /// Whether this replica serves (active, admitted, following), as it changes.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.0.serving.subscribe()
     }
 
     /// What the active replica does while it holds `epoch`, until `stop`.
@@ -172,7 +178,7 @@ impl Mediator {
                 return;
             }
         };
-        *self.0.active.lock().await = true;
+        self.0.serving.send_replace(true);
         tracing::info!(member = %self.0.id, epoch, "mediator active");
         if let Err(e) = self
             .clone()
@@ -181,7 +187,7 @@ impl Mediator {
         {
             tracing::error!(error = %e, "mediator session ended");
         }
-        *self.0.active.lock().await = false;
+        self.0.serving.send_replace(false);
     }
 
     async fn process(
@@ -459,7 +465,7 @@ impl apb::mediator_admin_service_server::MediatorAdminService for MediatorAdmin 
         &self,
         request: Request<apb::ListRequestsRequest>,
     ) -> Result<Response<apb::ListRequestsResponse>, Status> {
-        if !*self.0 .0.active.lock().await {
+        if !*self.0 .0.serving.borrow() {
             return Err(Status::unavailable("replica is passive"));
         }
         let limit = match request.into_inner().limit {

@@ -1,7 +1,7 @@
 //! The Ledger API (design.md §6) of the active replica. Every call goes through [`authorize`],
-//! the one authorization point (the JWT layer replaces how it learns the user, not what it
-//! checks). Errors carry a stable error code at the start of the message and in the
-//! `x-tandem-error-code` trailer.
+//! the one authorization point: it verifies the caller's JWT with the verifier the gateway uses
+//! too (tandem-auth) and decides the caller's rights. Errors carry a stable error code at the
+//! start of the message and in the `x-tandem-error-code` trailer.
 
 use super::codec::json_to_proto;
 use super::engine::{CompletionBody, Rights, UserRecord};
@@ -24,26 +24,57 @@ use tonic::{Code, Request, Response, Status};
 const SUBMIT_AND_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_PAGE: u32 = 1000;
 const STREAM_PAGE: i64 = 500;
-/// The metadata key naming the calling user until JWTs are verified here.
-pub const USER_HEADER: &str = "x-tandem-user";
-
 pub struct LedgerApi(pub Participant);
 
-/// The authorization point: who calls, with which rights. Passive replicas answer UNAVAILABLE.
+/// The authorization point: verifies the caller's bearer JWT (`authorization` metadata) with
+/// the participant's [`tandem_auth::Verifier`] and decides its rights. A user token (audience-
+/// or scope-based) takes its rights from the user table, plus admin for `admin_users`; a
+/// custom-claims token carries its rights. Passive replicas answer UNAVAILABLE.
 pub async fn authorize<T>(p: &Participant, request: &Request<T>) -> Result<Caller, Status> {
-    let user = request
+    let header = request
         .metadata()
-        .get(USER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            error(
-                Code::Unauthenticated,
-                "UNAUTHENTICATED",
-                format!("no user: send `{USER_HEADER}` metadata"),
-            )
-        })?
-        .to_string();
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let verified = match tandem_auth::bearer_token(header) {
+        Ok(token) => p.settings().verifier.verify(token).await,
+        Err(e) => Err(e),
+    };
+    let claims = verified.map_err(|e| {
+        let mut status = error(
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+            format!("{}: {}", e.reason().as_str(), e.message()),
+        );
+        if let Ok(v) = e.reason().as_str().parse() {
+            status.metadata_mut().insert("x-tandem-auth-reason", v);
+        }
+        status
+    })?;
+    match claims.grant {
+        tandem_auth::Grant::User { user_id } => user_caller(p, user_id).await,
+        tandem_auth::Grant::Rights(r) => {
+            // Custom claims: the rights are in the token; the user is its application id.
+            let user_id = r
+                .application_id
+                .clone()
+                .or(claims.subject)
+                .unwrap_or_default();
+            // Require a loaded engine, as for user tokens: a passive replica serves nobody.
+            p.with_engine(|_| ()).await?;
+            Ok(Caller {
+                user_id,
+                rights: Rights {
+                    admin: r.admin,
+                    act_as: r.act_as.into_iter().collect(),
+                    read_as: r.read_as.into_iter().collect(),
+                },
+            })
+        }
+    }
+}
+
+/// The caller of a user token: rights from the user table; `admin_users` are admins anyway.
+async fn user_caller(p: &Participant, user: String) -> Result<Caller, Status> {
     let admin = p.settings().admin_users.contains(&user);
     let row = p
         .with_engine(|e| e.users.get(&user).map(|u| u.rights.clone()))

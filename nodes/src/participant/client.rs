@@ -1,7 +1,6 @@
 //! A Ledger API client for people and programs: the `tandem ledger` CLI, the benchmarks and the
-//! tests. It names its user in `x-tandem-user` metadata and speaks JSON values.
+//! tests. It sends a bearer JWT on every call and speaks JSON values.
 
-use super::api::USER_HEADER;
 use super::codec::{json_to_proto, proto_to_json};
 use serde_json::Value as Json;
 use std::time::Duration;
@@ -11,24 +10,28 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+/// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
-pub struct UserInterceptor(MetadataValue<tonic::metadata::Ascii>);
+pub struct BearerInterceptor(MetadataValue<tonic::metadata::Ascii>);
 
-impl tonic::service::Interceptor for UserInterceptor {
+impl tonic::service::Interceptor for BearerInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request.metadata_mut().insert(USER_HEADER, self.0.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
         Ok(request)
     }
 }
 
-type Svc = InterceptedService<Channel, UserInterceptor>;
+type Svc = InterceptedService<Channel, BearerInterceptor>;
 
 /// A connection to one participant's Ledger API (or the lb in front of its replicas).
 #[derive(Clone)]
 pub struct LedgerClient {
+    /// The user commands are submitted as (`Commands.user_id`); the token must name it.
     pub user: String,
     channel: Channel,
-    interceptor: UserInterceptor,
+    interceptor: BearerInterceptor,
 }
 
 /// A created contract as the client sees it.
@@ -59,11 +62,12 @@ impl From<&pb::CreatedEvent> for ActiveContract {
 }
 
 impl LedgerClient {
-    /// Connects to `endpoint` (`http://host:port`) as `user`; the channel reconnects by itself.
-    pub fn connect_lazy(endpoint: &str, user: &str) -> Result<LedgerClient, String> {
-        let value = user
-            .parse()
-            .map_err(|_| format!("user {user:?} is not valid metadata"))?;
+    /// Connects to `endpoint` (`http://host:port`) as `user`, authenticated by the JWT `token`;
+    /// the channel reconnects by itself.
+    pub fn connect_lazy(endpoint: &str, user: &str, token: &str) -> Result<LedgerClient, String> {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            "the token is not valid metadata (a JWT is base64url and dots)".to_string()
+        })?;
         let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| format!("{endpoint}: {e}"))?
             .connect_timeout(Duration::from_secs(2))
@@ -72,7 +76,7 @@ impl LedgerClient {
         Ok(LedgerClient {
             user: user.to_string(),
             channel,
-            interceptor: UserInterceptor(value),
+            interceptor: BearerInterceptor(value),
         })
     }
 

@@ -50,19 +50,28 @@ pub struct Settings {
     pub admin_users: Vec<String>,
     pub sequencer_endpoints: Vec<String>,
     pub topology_manager_endpoints: Vec<String>,
+    /// Verifies the bearer JWT of every Ledger API call.
+    pub verifier: tandem_auth::Verifier,
 }
 
 impl Settings {
-    pub fn from_topology(t: &TopologyConfig, node: &crate::config::NodeConfig) -> Settings {
+    /// The participant's settings; fails when its `auth` keys cannot be loaded (a PEM file that
+    /// is missing or holds no key).
+    pub fn from_topology(
+        t: &TopologyConfig,
+        node: &crate::config::NodeConfig,
+    ) -> Result<Settings, tandem_auth::ConfigError> {
         let sync = &t.synchronizer;
-        Settings {
+        let auth = node.auth.clone().unwrap_or_default();
+        Ok(Settings {
             synchronizer: sync.name.clone(),
             delay_us: sync.topology_change_delay_us(),
             manual_connect: node.manual_connect,
             admin_users: node.admin_users.clone(),
             sequencer_endpoints: t.sequencer_endpoints(),
             topology_manager_endpoints: t.topology_manager_endpoints(),
-        }
+            verifier: tandem_auth::Verifier::new(&auth)?,
+        })
     }
 }
 
@@ -128,6 +137,8 @@ struct Inner {
     settings: Settings,
     packages: RwLock<Arc<PackageStore>>,
     engine: Mutex<Option<Engine>>,
+    /// True while the engine is loaded and the APIs serve; `/health` waits for it.
+    serving: watch::Sender<bool>,
     connection: Mutex<Option<Connection>>,
     waiters: std::sync::Mutex<HashMap<String, Vec<oneshot::Sender<CompletionBody>>>>,
     ledger_end: watch::Sender<i64>,
@@ -167,6 +178,7 @@ impl Participant {
             settings,
             packages: RwLock::new(Arc::new(PackageStore::new())),
             engine: Mutex::new(None),
+            serving: watch::channel(false).0,
             connection: Mutex::new(None),
             waiters: std::sync::Mutex::new(HashMap::new()),
             ledger_end: watch::channel(0).0,
@@ -199,6 +211,7 @@ impl Participant {
                 self.0.ledger_end.send_replace(engine.ledger_end);
                 self.0.completion_end.send_replace(engine.completion_end);
                 *self.0.engine.lock().await = Some(engine);
+                self.0.serving.send_replace(true);
             }
             Err(e) => {
                 tracing::error!(error = %e, "participant cannot load its ledger");
@@ -216,6 +229,7 @@ impl Participant {
             });
         }
         stop.cancelled().await;
+        self.0.serving.send_replace(false);
         self.disconnect().await;
         *self.0.engine.lock().await = None;
         // Waiters of this session's submissions learn the replica is no longer active; the
@@ -324,6 +338,11 @@ impl Participant {
     /// Whether the replica is active (its engine loaded).
     pub async fn is_active(&self) -> bool {
         self.0.engine.lock().await.is_some()
+    }
+
+    /// Whether the active replica's APIs serve (its ledger loaded), as it changes.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.0.serving.subscribe()
     }
 
     /// Connects to the synchronizer: admission, then the subscription. Idempotent.

@@ -28,7 +28,7 @@ pub fn synchronizer_topology(
     let api_pair =
         format!("{{ api = \"127.0.0.1:0\", {zero} }}, {{ api = \"127.0.0.1:0\", {zero} }}");
     let participants: String = (1..=participants)
-        .map(|i| format!("[[participants]]\nname = \"participant{i}\"\nstorage = \"{storage}\"\nreplicas = [{api_pair}]\n"))
+        .map(|i| format!("[[participants]]\nname = \"participant{i}\"\nstorage = \"{storage}\"\nreplicas = [{api_pair}]\n{}\n", participant_auth()))
         .collect();
     format!(
         "[synchronizer]\n{synchronizer}\n\
@@ -38,4 +38,26 @@ pub fn synchronizer_topology(
          [synchronizer.topology_manager]\nstorage = \"{storage}\"\nreplicas = [{pair}]\n\
          {participants}"
     )
+}
+
+/// The HS256 secret test topologies' participants accept (`auth.unsafe`): tests only.
+pub const TEST_JWT_SECRET: &str = "tandem-test-secret-not-for-any-deployment";
+
+/// The `auth` line of a test participant: HS256 with [`TEST_JWT_SECRET`].
+pub fn participant_auth() -> String {
+    format!("auth = {{ unsafe = true, hs256_secret = \"{TEST_JWT_SECRET}\" }}")
+}
+
+/// A scope-based user token for `user`, valid for an hour, that test participants accept.
+pub fn token(user: &str) -> String {
+    tandem_auth::mint_hs256_dev_token(TEST_JWT_SECRET, user, 3600)
+        .expect("HS256 signing with a fixed secret cannot fail")
+}
+
+/// A Ledger API client for `user` on `endpoint` with a [`token`] naming it.
+pub fn ledger_client(
+    endpoint: &str,
+    user: &str,
+) -> Result<crate::participant::client::LedgerClient, String> {
+    crate::participant::client::LedgerClient::connect_lazy(endpoint, user, &token(user))
 }

@@ -95,6 +95,8 @@ struct Inner {
     key: Arc<KeyPair>,
     settings: Settings,
     active: Mutex<Option<Active>>,
+    /// True while the active state is loaded and the admin API serves.
+    serving: watch::Sender<bool>,
     /// Bumped whenever a transaction is sequenced.
     sequenced: watch::Sender<u64>,
     wake_broadcaster: Notify,
@@ -137,6 +139,7 @@ impl TopologyManager {
             key: Arc::new(key),
             settings,
             active: Mutex::new(None),
+            serving: watch::channel(false).0,
             sequenced: watch::channel(0).0,
             wake_broadcaster: Notify::new(),
         })))
@@ -144,6 +147,11 @@ impl TopologyManager {
 
     pub fn id(&self) -> &MemberId {
         &self.0.id
+    }
+
+    /// Whether this replica serves (active, its state loaded), as it changes.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.0.serving.subscribe()
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -168,10 +176,12 @@ impl TopologyManager {
                 return;
             }
         };
+        self.0.serving.send_replace(true);
         let bootstrap = self.clone().bootstrap(stop.clone());
         let follow = self.clone().follow(member.clone(), stop.clone());
         let broadcast = self.clone().broadcast(member, stop.clone());
         tokio::join!(bootstrap, follow, broadcast);
+        self.0.serving.send_replace(false);
         *self.0.active.lock().await = None;
     }
 
