@@ -291,6 +291,41 @@ async fn query(addr: SocketAddr, party: &str, filter: Value) -> Vec<String> {
     currencies
 }
 
+/// `sdk/scenario.py` through the Python client `sdk/generate` made (`TANDEM_SDK_CLIENT` names
+/// its directory, `TANDEM_SDK_PYTHON` the interpreter of the generator's venv), against the lb's
+/// json frontend. Skipped when no client was generated, unless `TANDEM_REQUIRE_SDK=1` (CI).
+async fn generated_python_client_runs_its_scenario(json_api: SocketAddr) {
+    let client = std::env::var("TANDEM_SDK_CLIENT")
+        .ok()
+        .filter(|c| !c.is_empty());
+    let Some(client) = client else {
+        assert!(
+            std::env::var("TANDEM_REQUIRE_SDK").as_deref() != Ok("1"),
+            "TANDEM_REQUIRE_SDK=1 but TANDEM_SDK_CLIENT is not set (run sdk/generate)"
+        );
+        eprintln!("SKIP: no generated SDK (TANDEM_SDK_CLIENT); run sdk/generate to include it");
+        return;
+    };
+    let python = std::env::var("TANDEM_SDK_PYTHON").unwrap_or_else(|_| "python3".into());
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/scenario.py");
+    let run = tokio::process::Command::new(&python)
+        .args([scenario, "--url", &format!("http://{json_api}")])
+        .args(["--token", &token(ADMIN), "--client", &client])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the SDK scenario did not finish within 120 s")
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "SDK scenario failed:\n{printed}");
+    eprintln!("SDK scenario passed:\n{printed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_behind_the_lb_read_their_writes_and_catch_up_after_failover() {
     let tier = start().await;
@@ -298,6 +333,7 @@ async fn gateways_behind_the_lb_read_their_writes_and_catch_up_after_failover() 
     let [g1, g2] = tier.gateway_addrs()[..] else {
         unreachable!()
     };
+    generated_python_client_runs_its_scenario(json_api).await;
     let party = party(json_api).await;
 
     // Create through one instance, query through the other at once: always visible.

@@ -3,7 +3,7 @@
 
 use crate::auth::RightsCache;
 use crate::cache::QueryCache;
-use crate::ledger::LedgerClient;
+use crate::ledger::{CallContext, LedgerClient};
 use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -53,5 +53,40 @@ impl AppState {
             .read()
             .map(|m| m.clone())
             .unwrap_or_default()
+    }
+
+    /// Keeps package id → name for matching `#name` template ids.
+    pub fn remember_names(&self, packages: &[tandem_proto::ledger::v2::PackageDetails]) {
+        if let Ok(mut names) = self.package_names.write() {
+            for p in packages {
+                names.insert(p.package_id.clone(), p.name.clone());
+            }
+        }
+    }
+
+    /// The package names, first asking the participant for its packages if `templates` name a
+    /// package (`#name:…`) this instance has not seen: another instance may have uploaded it,
+    /// and a filter on it must match all the same.
+    pub async fn names_for<'a>(
+        &self,
+        templates: impl IntoIterator<Item = &'a str>,
+        ctx: &CallContext,
+    ) -> HashMap<String, String> {
+        let names = self.names();
+        let unknown = templates.into_iter().any(|t| {
+            t.strip_prefix('#')
+                .and_then(|t| t.split(':').next())
+                .is_some_and(|name| !names.values().any(|n| n == name))
+        });
+        if !unknown {
+            return names;
+        }
+        let request = self
+            .ledger
+            .request(tandem_proto::ledger::v2::ListPackagesRequest {}, ctx);
+        if let Ok(r) = self.ledger.packages().list_packages(request).await {
+            self.remember_names(&r.into_inner().packages);
+        }
+        self.names()
     }
 }

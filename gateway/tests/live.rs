@@ -267,6 +267,36 @@ pub async fn read_your_writes_through_two_instances(ledger_api: &str) {
     }
     let ranged = query(&b, &party, json!({"amount": {"%gte": "10", "%lt": "11"}})).await;
     assert_eq!(ranged["contracts"].as_array().unwrap().len(), 20);
+    // A package uploaded through `a` after `b` learned the package names: `b` still matches
+    // templates named by it.
+    let name = format!("gwnew{}", uuid_suffix());
+    let admin = token(&[], &[], true);
+    let (status, answer) = a
+        .call(
+            "POST",
+            "/v2/packages",
+            Some(&admin),
+            Some((
+                "application/yaml",
+                PACKAGE.replace("package: gwtest", &format!("package: {name}")),
+            )),
+        )
+        .await;
+    assert_eq!(status, 200, "upload {name}: {answer}");
+    let template = format!("#{name}:Note:Note");
+    let body = json!({
+        "commands": [{"CreateCommand": {"templateId": template,
+            "createArguments": {"owner": party, "tag": "new", "amount": "1"}}}],
+        "actAs": [party],
+    });
+    a.post("/v2/commands/submit-and-wait", &admin, &body).await;
+    let body = json!({"templateIds": [template], "parties": [party]});
+    let found = b.post("/v2/query", &admin, &body).await;
+    assert_eq!(found["contracts"].as_array().unwrap().len(), 1, "{found}");
+    let filter = json!({"filter": {"filtersByParty": {party.clone(): {"cumulative": [
+        {"identifierFilter": {"TemplateFilter": {"value": {"templateId": template}}}}]}}}});
+    let acs = b.post("/v2/state/active-contracts", &admin, &filter).await;
+    assert_eq!(acs.as_array().unwrap().len(), 1, "{acs}");
     a.stop().await;
     b.stop().await;
 }

@@ -52,6 +52,15 @@ impl PartyFilter {
         Ok(Self { by_party })
     }
 
+    /// Every template id the filter names.
+    pub fn templates(&self) -> impl Iterator<Item = &str> {
+        self.by_party
+            .values()
+            .flatten()
+            .flatten()
+            .map(String::as_str)
+    }
+
     pub fn parties(&self) -> Vec<String> {
         self.by_party.keys().cloned().collect()
     }

@@ -64,20 +64,11 @@ pub async fn list(
         .list_packages(request)
         .await?
         .into_inner();
-    remember_names(&state, &r.packages);
+    state.remember_names(&r.packages);
     Ok(Json(ListPackagesResponse {
         package_ids: r.packages.iter().map(|p| p.package_id.clone()).collect(),
         package_details: r.packages.into_iter().map(Into::into).collect(),
     }))
-}
-
-/// Keeps package id → name for template matching in filters.
-pub fn remember_names(state: &SharedState, packages: &[pb::PackageDetails]) {
-    if let Ok(mut names) = state.package_names.write() {
-        for p in packages {
-            names.insert(p.package_id.clone(), p.name.clone());
-        }
-    }
 }
 
 /// Uploads a package document. `Content-Type: application/yaml` (or `text/yaml`) for YAML,
@@ -85,7 +76,7 @@ pub fn remember_names(state: &SharedState, packages: &[pb::PackageDetails]) {
 #[utoipa::path(post, operation_id = "upload_package", path = "/v2/packages", tag = "packages",
     request_body(description = "The package document", content(
         (String = "application/yaml"),
-        (Object = "application/json")
+        (serde_json::Value = "application/json")
     )),
     responses((status = 200, description = "The uploaded package", body = UploadPackageResponse), BodyErrors),
     security(("bearer" = [])))]
@@ -137,7 +128,7 @@ pub async fn upload(
     let package = r
         .package
         .ok_or_else(|| ApiError::Internal("the ledger answered without package details".into()))?;
-    remember_names(&state, std::slice::from_ref(&package));
+    state.remember_names(std::slice::from_ref(&package));
     Ok(Json(UploadPackageResponse {
         package: package.into(),
     }))

@@ -11,7 +11,6 @@ use crate::state::SharedState;
 use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use tandem_proto::ledger::v2 as pb;
 use utoipa::ToSchema;
 
 /// A payload query over the local cache.
@@ -28,7 +27,7 @@ pub struct QueryRequest {
     /// Field → predicate: a literal for equality (decimals by value), a nested object for
     /// record fields, or operators `%eq`, `%lt`, `%lte`, `%gt`, `%gte`, `%in`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::HashMap<String, serde_json::Value>>)]
     pub filter: Option<serde_json::Value>,
     /// Read at least at this offset (e.g. a `completionOffset` you got); the ledger end at the
     /// start of the request when absent.
@@ -99,10 +98,10 @@ pub async fn query(
         ..query
     };
     let (entries, read_at) = state.cache.read(&parties, &caller.ctx, at_least).await?;
-    if query.template_ids.iter().any(|t| t.starts_with('#')) && state.names().is_empty() {
-        learn_package_names(&state, &caller).await;
-    }
-    let result = crate::query::run(&query, &entries, &state.names());
+    let names = state
+        .names_for(query.template_ids.iter().map(String::as_str), &caller.ctx)
+        .await;
+    let result = crate::query::run(&query, &entries, &names);
     Ok(Json(QueryResponse {
         contracts: result.contracts,
         next_page_token: result
@@ -155,14 +154,4 @@ fn check(state: &SharedState, body: &QueryRequest) -> Result<(Query, String), Ap
         },
         hash,
     ))
-}
-
-/// Learns package names once, so `#name` filters match events that carry package ids.
-async fn learn_package_names(state: &SharedState, caller: &Caller) {
-    let request = state
-        .ledger
-        .request(pb::ListPackagesRequest {}, &caller.ctx);
-    if let Ok(r) = state.ledger.packages().list_packages(request).await {
-        super::packages::remember_names(state, &r.into_inner().packages);
-    }
 }

@@ -48,7 +48,7 @@ pub async fn active_contracts(
         .get_active_contracts(state.ledger.stream_request(request, &caller.ctx))
         .await?
         .into_inner();
-    let names = state.names();
+    let names = state.names_for(filter.templates(), &caller.ctx).await;
     let mut out = Vec::new();
     while out.len() < limit {
         let Some(item) = stream.message().await? else {
@@ -159,7 +159,7 @@ pub async fn updates(
         .get_updates(state.ledger.stream_request(request, &caller.ctx))
         .await?
         .into_inner();
-    let names = state.names();
+    let names = state.names_for(filter.templates(), &caller.ctx).await;
     while out.len() < limit {
         let Some(item) = stream.message().await? else {
             break;

@@ -341,7 +341,7 @@ async fn stream_updates(state: &SharedState, caller: &Caller, socket: &mut WebSo
         Ok(s) => s.into_inner(),
         Err(status) => return End::Failed(ApiError::Ledger(status)),
     };
-    let names = state.names();
+    let names = state.names_for(filter.templates(), &caller.ctx).await;
     let heartbeat = |offset: i64| {
         serde_json::to_value(JsGetUpdatesResponse {
             update: JsUpdate::OffsetCheckpoint(CheckpointValue {
@@ -436,7 +436,7 @@ async fn stream_acs(state: &SharedState, caller: &Caller, socket: &mut WebSocket
         Ok(s) => s.into_inner(),
         Err(status) => return End::Failed(ApiError::Ledger(status)),
     };
-    let names = state.names();
+    let names = state.names_for(filter.templates(), &caller.ctx).await;
     pump(
         state,
         caller,
