@@ -270,6 +270,27 @@ pub enum BenchCommand {
     /// Start a whole topology (synchronizer and participants), then have clients issue and
     /// transfer Ious through SubmitAndWait; measure transactions per second and latency.
     Ledger(BenchLedgerArgs),
+    /// Start a participant and a `tandem gateway` in front of it, load `--contracts` contracts,
+    /// then measure cached queries and creates through the gateway (requests per second and
+    /// latency).
+    Gateway(BenchGatewayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchGatewayArgs {
+    /// Storage backend of every node (the nodes run inside the benchmark process; the gateway
+    /// is a child process of its own).
+    #[arg(long, value_enum, default_value = "sqlite")]
+    pub backend: BenchBackend,
+    /// Active contracts in the gateway's cache while querying.
+    #[arg(long, default_value_t = 10_000)]
+    pub contracts: u32,
+    /// Concurrent HTTP/1.1 keep-alive clients.
+    #[arg(long, default_value_t = 16)]
+    pub clients: u32,
+    /// How long each phase (queries, then creates) runs, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Handover(args) => bench(args, Mode::Handover).await,
         BenchCommand::Sequencer(args) => super::bench_sequencer::run(args).await,
         BenchCommand::Ledger(args) => super::bench_ledger::run(args).await,
+        BenchCommand::Gateway(args) => super::bench_gateway::run(args).await,
     }
 }
 

@@ -105,7 +105,7 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Retries `f` while the participant is still becoming active or connecting.
-async fn ready<T, F: std::future::Future<Output = Result<T, tonic::Status>>>(
+pub(crate) async fn ready<T, F: std::future::Future<Output = Result<T, tonic::Status>>>(
     mut f: impl FnMut() -> F,
 ) -> anyhow::Result<T> {
     let deadline = Instant::now() + Duration::from_secs(60);

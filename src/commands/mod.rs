@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bench_gateway;
 pub mod bench_ledger;
 pub mod bench_sequencer;
 pub mod gateway;

@@ -4,7 +4,8 @@
 //! is ignored, so a resumed stream can never apply a transaction twice.
 
 use crate::api::model::JsCreatedEvent;
-use std::collections::{BTreeMap, HashMap};
+use crate::query::filter::index_key_at;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use tandem_proto::ledger::v2 as pb;
 
@@ -38,7 +39,16 @@ pub struct PartyAcs {
     by_id: HashMap<String, i64>,
     offset: i64,
     bytes: usize,
+    /// Equality indexes on payload fields, built when a query first needs one and kept up to
+    /// date after: field path → index key → contracts.
+    indexes: HashMap<Vec<String>, HashMap<String, BTreeSet<ContractKey>>>,
 }
+
+/// Approximate memory of one contract's entry in one index (its key, a contract id, set nodes).
+const INDEX_ENTRY_BYTES: usize = 128;
+
+/// Indexes one party's set may hold; a query on another field scans.
+pub const MAX_INDEXES: usize = 8;
 
 impl PartyAcs {
     /// An empty set complete up to `offset` (a snapshot's offset).
@@ -62,9 +72,9 @@ impl PartyAcs {
         self.contracts.is_empty()
     }
 
-    /// Approximate memory held.
+    /// Approximate memory held, indexes included.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.indexes.len() * self.contracts.len() * INDEX_ENTRY_BYTES
     }
 
     /// Adds a contract of the snapshot (or of an update).
@@ -75,10 +85,13 @@ impl PartyAcs {
         let json = JsCreatedEvent::from(event);
         let bytes = serde_json::to_vec(&json).map_or(0, |v| v.len()) + PER_CONTRACT_OVERHEAD;
         self.by_id.insert(event.contract_id.clone(), event.offset);
-        self.contracts.insert(
-            (event.offset, event.contract_id.clone()),
-            Arc::new(CachedContract { event: json, bytes }),
-        );
+        let key = (event.offset, event.contract_id.clone());
+        for (path, index) in &mut self.indexes {
+            let at = index_key_at(&json.create_argument, path);
+            index.entry(at).or_default().insert(key.clone());
+        }
+        self.contracts
+            .insert(key, Arc::new(CachedContract { event: json, bytes }));
         self.bytes += bytes;
     }
 
@@ -87,10 +100,61 @@ impl PartyAcs {
         let Some(offset) = self.by_id.remove(contract_id) else {
             return false;
         };
-        if let Some(c) = self.contracts.remove(&(offset, contract_id.to_owned())) {
+        let key = (offset, contract_id.to_owned());
+        if let Some(c) = self.contracts.remove(&key) {
             self.bytes = self.bytes.saturating_sub(c.bytes);
+            for (path, index) in &mut self.indexes {
+                let at = index_key_at(&c.event.create_argument, path);
+                if let Some(keys) = index.get_mut(&at) {
+                    keys.remove(&key);
+                    if keys.is_empty() {
+                        index.remove(&at);
+                    }
+                }
+            }
         }
         true
+    }
+
+    /// Whether an index on `path` exists, or may be built.
+    pub fn can_index(&self, path: &[String]) -> bool {
+        self.indexes.contains_key(path) || self.indexes.len() < MAX_INDEXES
+    }
+
+    /// Builds the index on `path` (once; at most [`MAX_INDEXES`]).
+    pub fn build_index(&mut self, path: &[String]) {
+        if !self.can_index(path) || self.indexes.contains_key(path) {
+            return;
+        }
+        let mut index: HashMap<String, BTreeSet<ContractKey>> = HashMap::new();
+        for (key, c) in &self.contracts {
+            let at = index_key_at(&c.event.create_argument, path);
+            index.entry(at).or_default().insert(key.clone());
+        }
+        self.indexes.insert(path.to_vec(), index);
+    }
+
+    /// Through the index on `path`: the contracts whose field may equal one of the values with
+    /// index keys `keys`, after `after`, in creation order. `None` without that index.
+    pub fn candidates<'a>(
+        &'a self,
+        path: &[String],
+        keys: &[String],
+        after: Option<&ContractKey>,
+    ) -> Option<Vec<(&'a ContractKey, &'a Arc<CachedContract>)>> {
+        let index = self.indexes.get(path)?;
+        let mut found: BTreeSet<&ContractKey> = BTreeSet::new();
+        for k in keys {
+            if let Some(set) = index.get(k) {
+                found.extend(set.iter().filter(|c| after.is_none_or(|a| *c > a)));
+            }
+        }
+        Some(
+            found
+                .into_iter()
+                .filter_map(|k| self.contracts.get_key_value(k))
+                .collect(),
+        )
     }
 
     /// Applies one transaction: creates add, archives and consuming exercises remove, in event
@@ -210,6 +274,73 @@ pub(crate) mod tests {
             events,
             ..Default::default()
         }
+    }
+
+    /// Every query an index can answer gets, through the index, exactly the contracts a scan
+    /// finds, before and after creates and archives change the indexed set.
+    #[test]
+    fn an_index_answers_like_a_scan() {
+        use crate::query::filter::{parse, Predicate};
+        let values = [
+            "USD", "usd", "10", "10.0", "010", "10.50", "-0", "0", "0.0", "1e3",
+        ];
+        let mut acs = PartyAcs::at(0);
+        let creates = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| created(i as i64 + 1, &format!("c{i}"), v))
+            .collect();
+        acs.apply(&tx(20, creates));
+        let filters = [
+            serde_json::json!({"currency": "USD"}),
+            serde_json::json!({"currency": "10"}),
+            serde_json::json!({"currency": "10.0"}),
+            serde_json::json!({"currency": 10}),
+            serde_json::json!({"currency": 10.5}),
+            serde_json::json!({"currency": "0"}),
+            serde_json::json!({"currency": 0}),
+            serde_json::json!({"currency": {"%eq": "010"}}),
+            serde_json::json!({"currency": {"%in": ["usd", "10.5", 1000]}}),
+            serde_json::json!({"currency": null}),
+            serde_json::json!({"nested": {"currency": "USD"}}),
+        ];
+        let check = |acs: &PartyAcs, when: &str| {
+            for f in &filters {
+                let p: Predicate = parse(f, "filter").unwrap();
+                let (path, keys) = p.index_hint().expect("an equality");
+                let payload = |c: &CachedContract| c.event.create_argument.clone();
+                let scanned: Vec<&str> = acs
+                    .iter_after(None)
+                    .filter(|(_, c)| p.matches(Some(&payload(c))))
+                    .map(|(k, _)| k.1.as_str())
+                    .collect();
+                let indexed: Vec<&str> = acs
+                    .candidates(&path, &keys, None)
+                    .expect("the index was built")
+                    .into_iter()
+                    .filter(|(_, c)| p.matches(Some(&payload(c))))
+                    .map(|(k, _)| k.1.as_str())
+                    .collect();
+                assert_eq!(indexed, scanned, "{when}: {f}");
+            }
+        };
+        for path in [
+            vec!["currency".to_string()],
+            vec!["nested".into(), "currency".into()],
+        ] {
+            acs.build_index(&path);
+        }
+        check(&acs, "built");
+        acs.apply(&tx(
+            21,
+            vec![
+                archived(21, "c0"),
+                archived(21, "c3"),
+                created(21, "n1", "10.000"),
+                created(21, "n2", "USD"),
+            ],
+        ));
+        check(&acs, "after creates and archives");
     }
 
     fn ids(acs: &PartyAcs) -> Vec<String> {

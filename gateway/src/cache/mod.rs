@@ -12,6 +12,7 @@
 //! credentials of the latest caller that read the party.
 
 pub mod acs;
+mod end;
 
 use crate::error::ApiError;
 use crate::ledger::{CallContext, LedgerClient};
@@ -64,6 +65,16 @@ impl PartyEntry {
         self.acs.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Builds the equality index on `path` unless it exists or the set has all it may hold.
+    pub fn ensure_index(&self, path: &[String]) {
+        if self.acs().can_index(path) {
+            self.acs
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .build_index(path);
+        }
+    }
+
     /// The offset the set is complete up to.
     pub fn applied(&self) -> Option<i64> {
         self.progress.borrow().applied
@@ -97,6 +108,7 @@ pub struct QueryCache {
 
 struct Inner {
     ledger: LedgerClient,
+    ends: Arc<end::EndObserver>,
     max_bytes: u64,
     wait_timeout: Duration,
     entries: Mutex<HashMap<String, Arc<PartyEntry>>>,
@@ -117,6 +129,7 @@ impl QueryCache {
         metrics.cache_max_bytes.set(max_bytes as i64);
         Self {
             inner: Arc::new(Inner {
+                ends: end::EndObserver::new(ledger.clone()),
                 ledger,
                 max_bytes,
                 wait_timeout,
@@ -144,7 +157,7 @@ impl QueryCache {
         let target = match at_least {
             Some(offset) if ready_at(offset) => offset,
             _ => {
-                let end = self.inner.ledger.ledger_end(ctx).await?;
+                let end = self.inner.ends.observe(ctx).await?;
                 match at_least {
                     Some(offset) if offset > end => {
                         return Err(ApiError::field(

@@ -230,6 +230,83 @@ fn split_decimal(s: &str) -> Option<(bool, &str, &str)> {
     Some((neg, int.trim_start_matches('0'), frac.trim_end_matches('0')))
 }
 
+/// A key for equality indexes: values that [`equal`] may call equal share a key (decimals by
+/// their normalized value, whether strings or numbers), so an index lookup returns a superset
+/// of the matches, which the predicate then checks. `None` for lists and records, which are
+/// not indexed.
+pub fn index_key(value: &Value) -> Option<String> {
+    let plain = |s: &str| {
+        split_decimal(s).map(|(neg, int, frac)| {
+            let zero = int.is_empty() && frac.is_empty();
+            format!("d{}{int}.{frac}", if neg && !zero { "-" } else { "" })
+        })
+    };
+    // Numbers also equal strings by their f64 value ("1e3" equals 1000): such text gets the
+    // key of the plain decimal the f64 prints as.
+    let numeric = |s: &str| {
+        plain(s).or_else(|| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(|f| plain(&f.to_string()))
+        })
+    };
+    match value {
+        Value::Null => Some("z".into()),
+        Value::Bool(b) => Some(format!("b{b}")),
+        Value::Number(n) => {
+            let text = n.to_string();
+            Some(numeric(&text).unwrap_or(format!("n{text}")))
+        }
+        Value::String(s) => Some(numeric(s).unwrap_or_else(|| format!("s{s}"))),
+        Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+impl Predicate {
+    /// An equality condition an index can answer: the path of a field (through nested
+    /// records) and the values it must equal one of, each with an [`index_key`]. `None` when
+    /// the predicate has none.
+    pub fn index_hint(&self) -> Option<(Vec<String>, Vec<String>)> {
+        let Predicate::Record(fields) = self else {
+            return None;
+        };
+        fields.iter().find_map(|(name, p)| {
+            let (mut path, keys) = match p {
+                Predicate::Record(_) => p.index_hint()?,
+                Predicate::Eq(v) => (Vec::new(), vec![index_key(v)?]),
+                Predicate::All(ops) => (
+                    Vec::new(),
+                    ops.iter().find_map(|op| match op {
+                        Op::Eq(v) => Some(vec![index_key(v)?]),
+                        Op::In(vs) => vs.iter().map(index_key).collect(),
+                        Op::Cmp(..) => None,
+                    })?,
+                ),
+            };
+            path.insert(0, name.clone());
+            Some((path, keys))
+        })
+    }
+}
+
+/// The index key of the field at `path` of a payload: a missing last field is `null` (as the
+/// predicate reads it); a missing or non-record step on the way has a key no value has.
+pub fn index_key_at(payload: &Value, path: &[String]) -> String {
+    let mut value = payload;
+    for (i, name) in path.iter().enumerate() {
+        match value {
+            Value::Object(map) => match map.get(name) {
+                Some(v) => value = v,
+                None if i + 1 == path.len() => value = &Value::Null,
+                None => return "x".into(),
+            },
+            _ => return "x".into(),
+        }
+    }
+    index_key(value).unwrap_or_else(|| "x".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

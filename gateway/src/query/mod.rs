@@ -50,11 +50,25 @@ impl Query {
 /// the queried parties that see it as `witnessParties`.
 pub fn run(query: &Query, entries: &[Arc<PartyEntry>], names: &HashMap<String, String>) -> Page {
     let want = query.page_size + 1;
+    let hint = query.predicate.as_ref().and_then(Predicate::index_hint);
     let mut found: BTreeMap<ContractKey, (Arc<CachedContract>, Vec<String>)> = BTreeMap::new();
     for entry in entries {
+        if let Some((path, _)) = &hint {
+            entry.ensure_index(path);
+        }
         let acs = entry.acs();
         let mut taken = 0;
-        for (key, contract) in acs.iter_after(query.after.as_ref()) {
+        // An equality on a field narrows the scan to its index's candidates (a superset of the
+        // matches, in creation order); without one every contract is checked.
+        let candidates = hint
+            .as_ref()
+            .and_then(|(path, keys)| acs.candidates(path, keys, query.after.as_ref()));
+        let scan: Box<dyn Iterator<Item = (&ContractKey, &Arc<CachedContract>)>> = match candidates
+        {
+            Some(c) => Box::new(c.into_iter()),
+            None => acs.iter_after(query.after.as_ref()),
+        };
+        for (key, contract) in scan {
             if taken >= want {
                 break;
             }

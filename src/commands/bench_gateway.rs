@@ -1,0 +1,315 @@
+//! `tandem bench gateway`: a synchronizer and one participant (in this process), a `tandem
+//! gateway` child process in front of it, and `--contracts` Ious created through the Ledger API
+//! in batches. Then two phases of `--duration` seconds each, with `--clients` HTTP/1.1
+//! keep-alive clients: cached queries (`POST /v2/query` for one contract by a payload field)
+//! and creates (`POST /v2/commands/submit-and-wait`). Prints requests per second and latency
+//! percentiles for both, and the cache's memory.
+
+use crate::cli::{BenchBackend, BenchGatewayArgs};
+use crate::process::GatewayProcess;
+use anyhow::{bail, Context};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tandem_nodes::config::GatewayConfig;
+use tandem_nodes::participant::client::LedgerClient;
+use tandem_nodes::testing::{ledger_client, token, Synchronizer, TEST_JWT_SECRET};
+
+const IOU: &str = "#iou:Iou:Iou";
+const PACKAGE: &[u8] = include_bytes!("../../examples/packages/iou.yaml");
+const ADMIN: &str = "participant_admin";
+/// Creates per transaction while loading the contracts.
+const BATCH: usize = 100;
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
+    if args.contracts == 0 || args.clients == 0 || args.duration == 0 {
+        bail!("--contracts, --clients and --duration must be positive");
+    }
+    let postgres = args.backend == BenchBackend::Postgres;
+    let sync = Synchronizer::start(postgres, 1, 1, 1, "topology_change_delay_ms = 50", "")
+        .await
+        .map_err(anyhow::Error::msg)?
+        .context("--backend postgres needs the Postgres server binaries (initdb, pg_ctl)")?;
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-bench-gateway-")
+        .tempdir()?;
+    let result = measure(&args, &sync, dir.path()).await;
+    sync.stop().await.map_err(anyhow::Error::msg)?;
+    let r = result?;
+    let backend = if postgres { "postgres" } else { "sqlite" };
+    println!(
+        "bench=gateway backend={backend} contracts={} clients={} duration_s={} \
+         query_per_s={:.0} query_p50_ms={:.2} query_p99_ms={:.2} \
+         create_per_s={:.0} create_p50_ms={:.1} create_p99_ms={:.1} cache_mb={:.1} gateway_rss_mb={:.1}",
+        args.contracts,
+        args.clients,
+        args.duration,
+        r.query.per_s,
+        r.query.p50,
+        r.query.p99,
+        r.create.per_s,
+        r.create.p50,
+        r.create.p99,
+        r.cache_bytes / 1e6,
+        r.rss_bytes / 1e6,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Phase {
+    per_s: f64,
+    p50: f64,
+    p99: f64,
+}
+
+struct Results {
+    query: Phase,
+    create: Phase,
+    cache_bytes: f64,
+    rss_bytes: f64,
+}
+
+async fn measure(
+    args: &BenchGatewayArgs,
+    sync: &Synchronizer,
+    dir: &std::path::Path,
+) -> anyhow::Result<Results> {
+    let api = sync.participants[0]
+        .ready
+        .api
+        .context("participant without a Ledger API")?;
+    let ledger = ledger_client(&format!("http://{api}"), ADMIN).map_err(anyhow::Error::msg)?;
+    super::bench_ledger::ready(|| ledger.upload_package(PACKAGE.to_vec(), "yaml")).await?;
+    let party = super::bench_ledger::ready(|| ledger.allocate_party("Holder", ADMIN)).await?;
+    load_contracts(&ledger, &party, args.contracts).await?;
+
+    // The gateway, as its own process, in front of the participant.
+    let mut topology = sync.config.clone();
+    topology.gateways = vec![GatewayConfig::new(
+        "bench",
+        "127.0.0.1:0".parse()?,
+        &format!("http://{api}"),
+        tandem_auth::AuthConfig {
+            hs256_secret: Some(TEST_JWT_SECRET.into()),
+            allow_unsafe: true,
+            ..tandem_auth::AuthConfig::default()
+        },
+    )];
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, toml::to_string(&topology)?)?;
+    let bin = std::env::current_exe()?;
+    let mut gateway = GatewayProcess::spawn_gateway(
+        &bin,
+        &config,
+        "bench",
+        &dir.join("gateway.log"),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let result = phases(args, gateway.ready.listen, &party, gateway.pid()).await;
+    gateway.stop(Duration::from_secs(10)).await;
+    result
+}
+
+/// `contracts` Ious of `party`, `BATCH` per transaction, four transactions in flight; the
+/// currency of Iou `k` is `C{k}`, so a query can name exactly one.
+async fn load_contracts(ledger: &LedgerClient, party: &str, contracts: u32) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let batches: Vec<Vec<u32>> = (0..contracts)
+        .collect::<Vec<_>>()
+        .chunks(BATCH)
+        .map(<[u32]>::to_vec)
+        .collect();
+    let mut tasks = Vec::new();
+    for lane in 0..4 {
+        let mine: Vec<Vec<u32>> = batches.iter().skip(lane).step_by(4).cloned().collect();
+        let (ledger, party) = (ledger.clone(), party.to_string());
+        tasks.push(tokio::spawn(async move {
+            for batch in mine {
+                let creates = batch
+                    .iter()
+                    .map(|k| {
+                        LedgerClient::create(
+                            IOU,
+                            &json!({"issuer": party, "owner": party, "currency": format!("C{k}"),
+                                    "amount": "1.0", "viewers": []}),
+                        )
+                    })
+                    .collect();
+                let id = format!("load-{}", batch[0]);
+                let commands = ledger.commands(&id, std::slice::from_ref(&party), creates);
+                ledger
+                    .submit_and_wait(commands)
+                    .await
+                    .map_err(|s| anyhow::anyhow!("loading contracts: {s}"))?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    eprintln!(
+        "loaded {contracts} contracts in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn phases(
+    args: &BenchGatewayArgs,
+    gateway: SocketAddr,
+    party: &str,
+    gateway_pid: u32,
+) -> anyhow::Result<Results> {
+    let http: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(args.clients as usize)
+        .build_http();
+    let bearer = format!("Bearer {}", token(ADMIN));
+    // The first query fills the cache from the ledger (not measured).
+    let warm = Instant::now();
+    let body = json!({"templateIds": [IOU], "parties": [party], "filter": {"currency": "C0"}});
+    let (status, answer) = post(&http, gateway, "/v2/query", &bearer, &body, None).await?;
+    if status != 200 || answer["contracts"].as_array().map(Vec::len) != Some(1) {
+        bail!("warm-up query: {status} {answer}");
+    }
+    eprintln!(
+        "cache filled with {} contracts in {:.1} s",
+        args.contracts,
+        warm.elapsed().as_secs_f64()
+    );
+    let contracts = args.contracts;
+    let shared = (http.clone(), bearer.clone(), party.to_string());
+    let query = run_clients(args, move |client, n| {
+        let (http, bearer, party) = shared.clone();
+        async move {
+            let k = (u64::from(client) * 7919 + n * 104_729) % u64::from(contracts);
+            let body = json!({"templateIds": [IOU], "parties": [party],
+                              "filter": {"currency": format!("C{k}")}});
+            let (status, answer) = post(&http, gateway, "/v2/query", &bearer, &body, None).await?;
+            if status != 200 || answer["contracts"].as_array().map(Vec::len) != Some(1) {
+                bail!("query C{k}: {status} {answer}");
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let cache_bytes = metric(&http, gateway, "tandem_gateway_cache_bytes").await?;
+    let shared = (http.clone(), bearer.clone(), party.to_string());
+    let create = run_clients(args, move |client, n| {
+        let (http, bearer, party) = shared.clone();
+        async move {
+            let body = json!({
+                "commands": [{"CreateCommand": {"templateId": IOU, "createArguments": {
+                    "issuer": party, "owner": party, "currency": format!("N{client}-{n}"),
+                    "amount": "1.0", "viewers": []}}}],
+                "actAs": [party],
+            });
+            let key = format!("bench-{client}-{n}");
+            let path = "/v2/commands/submit-and-wait";
+            let (status, answer) = post(&http, gateway, path, &bearer, &body, Some(&key)).await?;
+            if status != 200 {
+                bail!("create: {status} {answer}");
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(Results {
+        query,
+        create,
+        cache_bytes,
+        rss_bytes: rss_bytes(gateway_pid),
+    })
+}
+
+/// `--clients` loops calling `call(client, n)` for `--duration` seconds; latencies in ms.
+async fn run_clients<F, Fut>(args: &BenchGatewayArgs, call: F) -> anyhow::Result<Phase>
+where
+    F: Fn(u32, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let call = std::sync::Arc::new(call);
+    let until = Instant::now() + Duration::from_secs(args.duration);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for client in 0..args.clients {
+        let call = call.clone();
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0;
+            while Instant::now() < until {
+                let t0 = Instant::now();
+                call(client, n).await?;
+                latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+                n += 1;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let pct = |p: f64| super::bench::percentile(&all, p);
+    Ok(Phase {
+        per_s: all.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    })
+}
+
+async fn post(
+    http: &HttpClient,
+    addr: SocketAddr,
+    path: &str,
+    bearer: &str,
+    body: &Value,
+    idempotency_key: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = hyper::Request::post(format!("http://{addr}{path}"))
+        .header("authorization", bearer)
+        .header("content-type", "application/json");
+    if let Some(key) = idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = http
+        .request(request.body(Full::from(body.to_string()))?)
+        .await?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+/// A gauge from the gateway's Prometheus `/metrics`.
+async fn metric(http: &HttpClient, addr: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    let request = hyper::Request::get(format!("http://{addr}/metrics")).body(Full::default())?;
+    let response = http.request(request).await?;
+    let text = String::from_utf8(response.into_body().collect().await?.to_bytes().to_vec())?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .with_context(|| format!("no {name} in the gateway's /metrics"))
+}
+
+/// Resident memory of a process, from /proc (0 where there is none).
+fn rss_bytes(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb * 1024.0)
+}
