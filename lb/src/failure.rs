@@ -70,6 +70,20 @@ impl Failure {
         }
     }
 
+    /// The stable error code and title of the problem document HTTP clients get.
+    pub fn problem(self) -> (&'static str, &'static str) {
+        match self {
+            Failure::NoServer => ("LB_NO_SERVER", "Service Unavailable"),
+            Failure::ConnectFailed => ("LB_CONNECT_FAILED", "Bad Gateway"),
+            Failure::BadUpstream => ("LB_BAD_UPSTREAM", "Bad Gateway"),
+            Failure::UpstreamTimeout => ("LB_UPSTREAM_TIMEOUT", "Gateway Timeout"),
+            Failure::ClientTimeout => ("LB_REQUEST_TIMEOUT", "Request Timeout"),
+            Failure::BadRequest => ("LB_BAD_REQUEST", "Bad Request"),
+            Failure::HeaderTooLarge => ("LB_HEADER_TOO_LARGE", "Request Header Fields Too Large"),
+            Failure::ClientGone | Failure::Internal => ("LB_INTERNAL", "Internal Server Error"),
+        }
+    }
+
     /// The gRPC status code and message for gRPC clients. UNAVAILABLE tells a client it may
     /// try again (nothing ran, or the server is gone); a timeout is DEADLINE_EXCEEDED because
     /// the call may have run.
@@ -124,7 +138,7 @@ pub async fn respond(session: &mut Session, failure: Failure, grpc: bool) -> u16
             Err(e) => Err(e),
         }
     } else {
-        session.respond_error(status).await
+        problem(session, failure).await
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "could not send the error response");
@@ -135,6 +149,25 @@ pub async fn respond(session: &mut Session, failure: Failure, grpc: bool) -> u16
     } else {
         status
     }
+}
+
+/// An HTTP error answer with an RFC 9457 problem document (the shape the gateway's own errors
+/// have, so HTTP clients parse one kind of error), on a connection that then closes.
+async fn problem(session: &mut Session, failure: Failure) -> pingora::Result<()> {
+    let status = failure.status();
+    let (code, title) = failure.problem();
+    let body = serde_json::json!({
+        "type": format!("urn:tandem:error:{code}"),
+        "title": title,
+        "status": status,
+        "detail": failure.grpc().1,
+        "code": code,
+    })
+    .to_string();
+    let mut header = pingora::protocols::http::ServerSession::generate_error(status);
+    header.insert_header("content-type", "application/problem+json")?;
+    header.set_content_length(body.len())?;
+    session.write_error_response(header, body.into()).await
 }
 
 fn grpc_response(failure: Failure) -> pingora::Result<ResponseHeader> {

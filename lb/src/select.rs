@@ -1,5 +1,8 @@
 //! Server selection, per request: which server of a group takes this request. Selection only
-//! reads server state; health checks and passive health write it.
+//! reads server state; health checks and passive health write it. Passive ejection steers
+//! traffic away from a server only while another can take it (Envoy's panic threshold at its
+//! strictest): ejecting the last server, or the one active server, would turn a server's
+//! partial failures (say, UNAVAILABLE while its own dependency fails over) into a total outage.
 
 use crate::server::{now_ms, Server};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,9 +41,12 @@ impl Selector for RoundRobin {
         }
         let now = now_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| (start + i) % n)
-            .find(|&i| !tried.contains(&i) && servers[i].is_available(now))
+        let pick = |usable: &dyn Fn(&Server) -> bool| {
+            (0..n)
+                .map(|i| (start + i) % n)
+                .find(|&i| !tried.contains(&i) && usable(&servers[i]))
+        };
+        pick(&|s| s.is_available(now)).or_else(|| pick(&|s| s.is_up()))
     }
 }
 
@@ -59,11 +65,10 @@ fn newest_up(servers: &[Arc<Server>], accept: impl Fn(usize, &Server) -> bool) -
 
 impl Selector for Active {
     fn select(&self, servers: &[Arc<Server>], tried: &[usize]) -> Option<usize> {
-        let now = now_ms();
-        // Only the active server may take traffic: when it is ejected or failed, the request
-        // fails rather than reaching a standby.
+        // Only the active server may take traffic, ejected or not (there is no other); when
+        // its connect failed, the request fails rather than reaching a standby.
         let active = newest_up(servers, |_, _| true)?;
-        (!tried.contains(&active) && servers[active].is_available(now)).then_some(active)
+        (!tried.contains(&active)).then_some(active)
     }
 
     fn active(&self, servers: &[Arc<Server>]) -> Option<usize> {
@@ -130,5 +135,36 @@ mod tests {
         assert_eq!(Active.select(&s, &[1]), None, "never a standby");
         set(&s[1], false);
         assert_eq!(Active.select(&s, &[]), Some(0));
+        eject(&s[0]);
+        assert_eq!(
+            Active.select(&s, &[]),
+            Some(0),
+            "the active server stays, ejected"
+        );
+    }
+
+    fn eject(s: &Server) {
+        let kind = crate::server::FailureKind::GrpcUnavailable;
+        assert!(s.record_failure(kind, 1, std::time::Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn ejection_steers_round_robin_only_while_another_server_can_take_it() {
+        let s = servers(2);
+        let rr = RoundRobin::default();
+        for server in &s {
+            set(server, true);
+        }
+        eject(&s[0]);
+        assert!((0..4).all(|_| rr.select(&s, &[]) == Some(1)));
+        eject(&s[1]);
+        let mut picks: Vec<_> = (0..4).map(|_| rr.select(&s, &[]).unwrap()).collect();
+        picks.sort_unstable();
+        assert_eq!(picks, [0, 0, 1, 1], "all ejected: all serve");
+        set(&s[0], false);
+        assert!(
+            (0..4).all(|_| rr.select(&s, &[]) == Some(1)),
+            "down stays out"
+        );
     }
 }

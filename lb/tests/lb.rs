@@ -629,12 +629,24 @@ mod bad_input {
         lb.wait_servers("refused", "up").await;
         lb.wait_servers("silent", "up").await;
         let get = b"GET /echo HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
-        let reply = raw_exchange(lb.addr("refused"), get).await;
-        assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
-        let reply = raw_exchange(lb.addr("silent"), get).await;
-        assert!(reply.starts_with("HTTP/1.1 504"), "{reply}");
-        let reply = raw_exchange(lb.addr("down"), get).await;
-        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        // Each answer is a problem document naming the failure.
+        for (frontend, status, code) in [
+            ("refused", "502", "LB_CONNECT_FAILED"),
+            ("silent", "504", "LB_UPSTREAM_TIMEOUT"),
+            ("down", "503", "LB_NO_SERVER"),
+        ] {
+            let reply = raw_exchange(lb.addr(frontend), get).await;
+            assert!(reply.starts_with(&format!("HTTP/1.1 {status}")), "{reply}");
+            let lower = reply.to_ascii_lowercase();
+            assert!(
+                lower.contains("content-type: application/problem+json"),
+                "{reply}"
+            );
+            let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+            let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(problem["code"], code, "{reply}");
+            assert_eq!(problem["status"].to_string(), status, "{reply}");
+        }
         task.abort();
         lb.stop().await;
     }

@@ -3,7 +3,8 @@
 
 use crate::replica::{Identity, Role};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 #[derive(Clone)]
@@ -15,6 +16,9 @@ pub struct NodeMetrics {
     pub fenced_writes: IntCounter,
     pub database_errors: IntCounter,
     pub lease_renewal_seconds: Histogram,
+    /// Participants: where a submitted transaction's time goes, measured by the submitting
+    /// participant (see [`crate::participant`]).
+    pub transaction_phase_seconds: HistogramVec,
 }
 
 impl NodeMetrics {
@@ -57,6 +61,19 @@ impl NodeMetrics {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
         )?;
+        let transaction_phase_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tandem_participant_transaction_phase_seconds",
+                "a submitted transaction's time per phase, at the submitting participant: \
+                 submitted → request sequenced, request → verdict sequenced, \
+                 verdict sequenced → committed",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["phase"],
+        )?;
+        registry.register(Box::new(transaction_phase_seconds.clone()))?;
         registry.register(Box::new(replica_active.clone()))?;
         registry.register(Box::new(replica_epoch.clone()))?;
         registry.register(Box::new(replica_transitions.clone()))?;
@@ -71,6 +88,7 @@ impl NodeMetrics {
             fenced_writes,
             database_errors,
             lease_renewal_seconds,
+            transaction_phase_seconds,
         })
     }
 

@@ -307,11 +307,14 @@ pub async fn start(
             active_session = Some(("mediator", ActiveKind::Mediator(mediator)));
         }
         NodeKind::Participant => {
-            let settings = crate::participant::Settings::from_topology(topology, node_ref.config)
-                .map_err(|e| NodeError::Auth {
-                key: format!("{}.{}", node_ref.key, e.key),
-                message: e.message,
-            })?;
+            let mut settings =
+                crate::participant::Settings::from_topology(topology, node_ref.config).map_err(
+                    |e| NodeError::Auth {
+                        key: format!("{}.{}", node_ref.key, e.key),
+                        message: e.message,
+                    },
+                )?;
+            settings.phase_seconds = Some(metrics.transaction_phase_seconds.clone());
             let participant = Participant::new(store.clone(), node, replica, settings)
                 .await
                 .map_err(store_error)?;

@@ -79,6 +79,7 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<ExitCode> {
         Ok(()) => drive(&args, &apis).await,
         Err(e) => Err(e),
     };
+    let phases = phase_means(&processes).await;
     for p in processes.iter_mut().rev() {
         p.stop(Duration::from_secs(10)).await;
     }
@@ -91,8 +92,15 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<ExitCode> {
     } else {
         "postgres"
     };
+    for (phase, ms) in &phases {
+        println!("phase {phase:<32} mean {ms:.1} ms");
+    }
+    let phase_figures: String = phases
+        .iter()
+        .map(|(phase, ms)| format!(" {phase}_ms={ms:.1}"))
+        .collect();
     println!(
-        "bench=ledger backend={backend} participants={} clients={} duration_s={} transactions={total} tx_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
+        "bench=ledger backend={backend} participants={} clients={} duration_s={} transactions={total} tx_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}{phase_figures}",
         args.participants,
         args.clients,
         args.duration,
@@ -102,6 +110,56 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<ExitCode> {
         pct(1.0)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The mean time per phase of the submitted transactions, in ms, from the participants'
+/// `tandem_participant_transaction_phase_seconds` (summed over every replica).
+async fn phase_means(processes: &[NodeProcess]) -> Vec<(String, f64)> {
+    let mut totals: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for p in processes {
+        let Ok((200, text)) =
+            tandem_nodes::health::probe(p.ready.health, "/metrics", Duration::from_secs(2)).await
+        else {
+            continue;
+        };
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("tandem_participant_transaction_phase_seconds_")
+            else {
+                continue;
+            };
+            let Some((kind, rest)) = rest.split_once('{') else {
+                continue;
+            };
+            let phase = rest
+                .split("phase=\"")
+                .nth(1)
+                .and_then(|p| p.split('"').next())
+                .unwrap_or_default();
+            let value: f64 = rest
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            let entry = totals.entry(phase.to_string()).or_default();
+            match kind {
+                "sum" => entry.0 += value,
+                "count" => entry.1 += value,
+                _ => {}
+            }
+        }
+    }
+    let order = [
+        "submitted_to_request_sequenced",
+        "request_to_verdict_sequenced",
+        "verdict_to_committed",
+    ];
+    order
+        .iter()
+        .filter_map(|phase| {
+            let (sum, count) = totals.get(*phase)?;
+            (*count > 0.0).then(|| ((*phase).to_string(), sum / count * 1000.0))
+        })
+        .collect()
 }
 
 /// Retries `f` while the participant is still becoming active or connecting.

@@ -29,6 +29,12 @@ use tonic::{Request, Response, Status};
 /// sequenced just before the deadline have been read.
 const TIMEOUT_GRACE_US: i64 = 100_000;
 
+/// Most events processed in one database transaction.
+const MAX_BATCH: usize = 256;
+
+/// Most verdicts waiting for their sequencer receipt at once.
+const VERDICTS_IN_FLIGHT: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub delay_us: i64,
@@ -234,8 +240,16 @@ impl Mediator {
             tokio::select! {
                 () = stop.cancelled() => break Ok(()),
                 event = events.recv() => {
-                    let Some(event) = event else { break Ok(()) };
-                    if let Err(e) = self.on_event(&fence, &mut topology, &mut pending, &out_tx, event).await {
+                    let Some(first) = event else { break Ok(()) };
+                    // Whatever else has arrived goes into the same database transaction.
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match events.try_recv() {
+                            Ok(e) => batch.push(e),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = self.on_events(&fence, &mut topology, &mut pending, &out_tx, batch).await {
                         break Err(e);
                     }
                 }
@@ -251,29 +265,56 @@ impl Mediator {
         result
     }
 
-    async fn on_event(
+    /// Processes a batch of events in one fenced transaction with the cursor; the verdicts
+    /// decided go out once it committed.
+    async fn on_events(
         &self,
         fence: &Fence,
         topology: &mut TopologyState,
         pending: &mut BTreeMap<i64, Pending>,
         out: &mpsc::UnboundedSender<Outgoing>,
+        events: Vec<SequencedEvent>,
+    ) -> Result<(), StoreError> {
+        let Some(last) = events.last().map(|e| e.timestamp_us) else {
+            return Ok(());
+        };
+        let mut db = self.0.store.begin_fenced(fence).await?;
+        let mut decided = Vec::new();
+        for event in events {
+            self.on_event(&mut db, topology, pending, event, &mut decided)
+                .await?;
+        }
+        db.set_member_cursor(&self.0.node, last).await?;
+        db.commit().await?;
+        for p in decided {
+            if let Some(payload) = p.row.verdict.clone() {
+                let _ = out.send(outgoing(&p, payload));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_event(
+        &self,
+        db: &mut FencedTx,
+        topology: &mut TopologyState,
+        pending: &mut BTreeMap<i64, Pending>,
         event: SequencedEvent,
+        decided: &mut Vec<Pending>,
     ) -> Result<(), StoreError> {
         let node = &self.0.node;
         let ts = event.timestamp_us;
-        let mut db = self.0.store.begin_fenced(fence).await?;
         let message = (event.deliver_error.is_none() && !event.payload.is_empty())
             .then(|| <msg::SynchronizerMessage as prost::Message>::decode(&event.payload[..]).ok())
             .flatten()
             .and_then(|m| m.message);
-        let mut decided = None;
         match message {
             // Only the topology manager may broadcast; a topology message sent any other way
             // is ignored.
             Some(msg::synchronizer_message::Message::Topology(b))
                 if member::is_broadcast(&event) =>
             {
-                member::apply_broadcast(&mut db, node, topology, &b, ts, self.0.settings.delay_us)
+                member::apply_broadcast(db, node, topology, &b, ts, self.0.settings.delay_us)
                     .await?;
             }
             Some(msg::synchronizer_message::Message::ConfirmationRequest(r)) => {
@@ -318,7 +359,7 @@ impl Mediator {
                 }
                 db.save_mediator_request(node, &p.row).await?;
                 if p.row.verdict.is_some() {
-                    decided = Some(p);
+                    decided.push(p);
                 } else {
                     pending.insert(ts, p);
                 }
@@ -345,7 +386,7 @@ impl Mediator {
                             }
                             db.save_mediator_request(node, &p.row).await?;
                             if p.row.verdict.is_some() {
-                                decided = pending.remove(&r.request_ts_us);
+                                decided.extend(pending.remove(&r.request_ts_us));
                             }
                         }
                     }
@@ -359,13 +400,6 @@ impl Mediator {
                 }
             }
             _ => {}
-        }
-        db.set_member_cursor(node, ts).await?;
-        db.commit().await?;
-        if let Some(p) = decided {
-            if let Some(payload) = p.row.verdict.clone() {
-                let _ = out.send(outgoing(&p, payload));
-            }
         }
         Ok(())
     }
@@ -413,7 +447,9 @@ fn outgoing(p: &Pending, payload: Vec<u8>) -> Outgoing {
     }
 }
 
-/// Sends verdicts in decision order; each is marked sent once the sequencer has it.
+/// Sends verdicts as they are decided, up to [`VERDICTS_IN_FLIGHT`] at once (each waits for
+/// its sequencer receipt; verdicts are independent and their message ids make a resend
+/// harmless); each is marked sent once the sequencer has it.
 async fn send_verdicts(
     member: Member,
     store: Store,
@@ -422,12 +458,42 @@ async fn send_verdicts(
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     stop: CancellationToken,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(VERDICTS_IN_FLIGHT));
+    let mut sending = tokio::task::JoinSet::new();
     loop {
         let next = tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
             n = queue.recv() => n,
         };
-        let Some(v) = next else { return };
+        let Some(v) = next else { break };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (member, store, fence, node, stop) = (
+            member.clone(),
+            store.clone(),
+            fence.clone(),
+            node.clone(),
+            stop.clone(),
+        );
+        sending.spawn(async move {
+            send_verdict(&member, &store, &fence, &node, v, &stop).await;
+            drop(slot);
+        });
+        while sending.try_join_next().is_some() {}
+    }
+    while sending.join_next().await.is_some() {}
+}
+
+async fn send_verdict(
+    member: &Member,
+    store: &Store,
+    fence: &Fence,
+    node: &str,
+    v: Outgoing,
+    stop: &CancellationToken,
+) {
+    {
         let message_id = format!("verdict-{}", v.request_ts);
         loop {
             let sent = tokio::select! {
@@ -446,8 +512,8 @@ async fn send_verdicts(
             }
         }
         let marked = async {
-            let mut db = store.begin_fenced(&fence).await?;
-            db.mark_verdict_sent(&node, v.request_ts).await?;
+            let mut db = store.begin_fenced(fence).await?;
+            db.mark_verdict_sent(node, v.request_ts).await?;
             db.commit().await
         };
         if let Err(e) = marked.await {

@@ -46,6 +46,10 @@ pub struct InFlight {
     pub dedup_until_us: i64,
     #[serde(default)]
     pub request_ts: Option<i64>,
+    /// When the submission was accepted (µs since the epoch, this host's clock); 0 in rows
+    /// written before it was recorded.
+    #[serde(default)]
+    pub submitted_us: i64,
 }
 
 /// The outcome of a submission, as the completion stream and SubmitAndWait report it.
@@ -109,6 +113,10 @@ pub struct Effects {
     pub responses: Vec<(String, String, Vec<u8>)>,
     pub completions: Vec<CompletionBody>,
     pub ledger_end_moved: bool,
+    /// Phase durations (µs) of this participant's own submissions, for the metrics.
+    pub phases: Vec<(&'static str, i64)>,
+    /// Sequencing times of verdicts on own submissions, to time their commit.
+    pub verdicts_at: Vec<i64>,
 }
 
 /// Input contracts of a request as the submitter sent them; the only contracts a confirmer's
@@ -518,6 +526,15 @@ impl Engine {
             effects.ledger_end_moved = true;
         }
         if let Some(f) = self.in_flight.remove(&pending.change_id) {
+            if f.submitted_us > 0 {
+                effects
+                    .phases
+                    .push(("submitted_to_request_sequenced", ts - f.submitted_us));
+                effects
+                    .phases
+                    .push(("request_to_verdict_sequenced", verdict_ts - ts));
+                effects.verdicts_at.push(verdict_ts);
+            }
             let (status_code, error_code, message) = if verdict.approved {
                 (0, String::new(), String::new())
             } else {

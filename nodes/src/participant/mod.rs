@@ -52,6 +52,8 @@ pub struct Settings {
     pub topology_manager_endpoints: Vec<String>,
     /// Verifies the bearer JWT of every Ledger API call.
     pub verifier: tandem_auth::Verifier,
+    /// Where the phases of own submissions are observed (`None` outside a node process).
+    pub phase_seconds: Option<prometheus::HistogramVec>,
 }
 
 impl Settings {
@@ -71,6 +73,7 @@ impl Settings {
             sequencer_endpoints: t.sequencer_endpoints(),
             topology_manager_endpoints: t.topology_manager_endpoints(),
             verifier: tandem_auth::Verifier::new(&auth)?,
+            phase_seconds: None,
         })
     }
 }
@@ -480,6 +483,12 @@ impl Participant {
         }
         db.set_member_cursor(&self.0.node, last).await?;
         db.commit().await?;
+        let committed = now_us();
+        for verdict_at in std::mem::take(&mut effects.verdicts_at) {
+            effects
+                .phases
+                .push(("verdict_to_committed", committed - verdict_at));
+        }
         if effects.ledger_end_moved {
             self.0.ledger_end.send_replace(engine.ledger_end);
         }
@@ -576,8 +585,36 @@ impl Participant {
         Ok(effects)
     }
 
+    async fn persist_in_flight(&self, fence: &Fence, in_flight: &InFlight) -> Result<(), Status> {
+        let mut db = self
+            .0
+            .store
+            .begin_fenced(fence)
+            .await
+            .map_err(unavailable)?;
+        let body = serde_json::to_string(in_flight).unwrap_or_default();
+        if !db
+            .insert_in_flight(&self.0.node, &in_flight.change_id, &body)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(error(
+                tonic::Code::AlreadyExists,
+                "SUBMISSION_ALREADY_IN_FLIGHT",
+                format!("command {} is being processed", in_flight.command_id),
+            ));
+        }
+        db.commit().await.map_err(unavailable)
+    }
+
     /// After an event's transaction committed: send the responses, wake the waiters.
     fn apply(&self, member: &Member, effects: Effects) {
+        if let Some(h) = &self.0.settings.phase_seconds {
+            for (phase, us) in &effects.phases {
+                h.with_label_values(&[phase])
+                    .observe(us.max(&0).to_owned() as f64 / 1e6);
+            }
+        }
         for (message_id, mediator, payload) in effects.responses {
             let member = member.clone();
             tokio::spawn(async move {
@@ -678,7 +715,7 @@ impl Participant {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| Status::internal(e.to_string()))?;
         let now = now_us();
-        let (request, recipients, in_flight, receiver, mediator) = {
+        let (request, recipients, in_flight, receiver, mediator, fence) = {
             let mut guard = self.0.engine.lock().await;
             let engine = guard
                 .as_mut()
@@ -791,26 +828,10 @@ impl Participant {
                 max_sequencing_us: now + MAX_SEQUENCING_US,
                 dedup_until_us: now.saturating_add(dedup_us),
                 request_ts: None,
+                submitted_us: now,
             };
-            let mut db = self
-                .0
-                .store
-                .begin_fenced(&engine.fence)
-                .await
-                .map_err(unavailable)?;
-            let body = serde_json::to_string(&in_flight).unwrap_or_default();
-            if !db
-                .insert_in_flight(&self.0.node, &change_id, &body)
-                .await
-                .map_err(unavailable)?
-            {
-                return Err(error(
-                    tonic::Code::AlreadyExists,
-                    "SUBMISSION_ALREADY_IN_FLIGHT",
-                    format!("command {} is being processed", commands.command_id),
-                ));
-            }
-            db.commit().await.map_err(unavailable)?;
+            // Reserved in memory under the lock (a second submission of the change is refused
+            // from here on), persisted below without it.
             engine
                 .in_flight
                 .insert(change_id.clone(), in_flight.clone());
@@ -822,8 +843,25 @@ impl Participant {
                 .entry(change_id.clone())
                 .or_default()
                 .push(tx_done);
-            (request, recipients, in_flight, rx_done, mediator)
+            let fence = engine.fence.clone();
+            (request, recipients, in_flight, rx_done, mediator, fence)
         };
+        // The in-flight row is written outside the engine lock, so submissions and the event
+        // loop do not wait for each other's database round trips. The request is sent only
+        // once the row is committed: the event loop cannot see it sequenced before, and a
+        // replica that takes over finds it.
+        if let Err(status) = self.persist_in_flight(&fence, &in_flight).await {
+            let mut guard = self.0.engine.lock().await;
+            if let Some(engine) = guard.as_mut() {
+                engine.in_flight.remove(&change_id);
+            }
+            self.0
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&change_id);
+            return Err(status);
+        }
         let mut to: Vec<String> = vec![mediator];
         to.extend(recipients);
         let payload = prost::Message::encode_to_vec(&msg::SynchronizerMessage {
