@@ -291,6 +291,15 @@ pub struct BenchGatewayArgs {
     /// How long each phase (queries, then creates) runs, in seconds.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// What drives the query phase: `wrk` (installed if missing) or this process's own client.
+    #[arg(long, value_enum, default_value = "wrk")]
+    pub load: QueryLoad,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueryLoad {
+    Wrk,
+    Builtin,
 }
 
 #[derive(Debug, Args)]

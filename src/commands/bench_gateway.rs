@@ -1,11 +1,13 @@
 //! `tandem bench gateway`: a synchronizer and one participant (in this process), a `tandem
 //! gateway` child process in front of it, and `--contracts` Ious created through the Ledger API
 //! in batches. Then two phases of `--duration` seconds each, with `--clients` HTTP/1.1
-//! keep-alive clients: cached queries (`POST /v2/query` for one contract by a payload field)
-//! and creates (`POST /v2/commands/submit-and-wait`). Prints requests per second and latency
-//! percentiles for both, and the cache's memory.
+//! keep-alive connections: cached queries (`POST /v2/query` for one contract by a payload
+//! field), driven by `wrk` (Debian's package, installed if missing; `--load builtin` uses this
+//! process's own client), and creates (`POST /v2/commands/submit-and-wait`), driven by this
+//! process. Prints requests per second and latency percentiles for both, and the cache's
+//! memory.
 
-use crate::cli::{BenchBackend, BenchGatewayArgs};
+use crate::cli::{BenchBackend, BenchGatewayArgs, QueryLoad};
 use crate::process::GatewayProcess;
 use anyhow::{bail, Context};
 use http_body_util::{BodyExt, Full};
@@ -45,9 +47,10 @@ pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
     let r = result?;
     let backend = if postgres { "postgres" } else { "sqlite" };
     println!(
-        "bench=gateway backend={backend} contracts={} clients={} duration_s={} \
+        "bench=gateway backend={backend} load={} contracts={} clients={} duration_s={} \
          query_per_s={:.0} query_p50_ms={:.2} query_p99_ms={:.2} \
          create_per_s={:.0} create_p50_ms={:.1} create_p99_ms={:.1} cache_mb={:.1} gateway_rss_mb={:.1}",
+        r.load,
         args.contracts,
         args.clients,
         args.duration,
@@ -70,6 +73,8 @@ struct Phase {
 }
 
 struct Results {
+    /// What drove the query phase.
+    load: &'static str,
     query: Phase,
     create: Phase,
     cache_bytes: f64,
@@ -145,10 +150,16 @@ async fn load_contracts(ledger: &LedgerClient, party: &str, contracts: u32) -> a
                     .collect();
                 let id = format!("load-{}", batch[0]);
                 let commands = ledger.commands(&id, std::slice::from_ref(&party), creates);
-                ledger
-                    .submit_and_wait(commands)
-                    .await
-                    .map_err(|s| anyhow::anyhow!("loading contracts: {s}"))?;
+                // Retried with the same command id while the participant is unavailable (a
+                // failover under this load): deduplication makes a repeat harmless.
+                let submitted = super::bench_ledger::ready(|| async {
+                    match ledger.submit_and_wait(commands.clone()).await {
+                        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok((String::new(), 0)),
+                        other => other,
+                    }
+                })
+                .await;
+                submitted.map_err(|e| anyhow::anyhow!("loading contracts: {e}"))?;
             }
             anyhow::Ok(())
         }));
@@ -185,9 +196,36 @@ async fn phases(
         args.contracts,
         warm.elapsed().as_secs_f64()
     );
+    let (load, query) = if args.load == QueryLoad::Wrk && ensure_wrk().await {
+        ("wrk", wrk_queries(args, gateway, &bearer, party).await?)
+    } else {
+        (
+            "builtin",
+            builtin_queries(args, &http, gateway, &bearer, party).await?,
+        )
+    };
+    let cache_bytes = metric(&http, gateway, "tandem_gateway_cache_bytes").await?;
+    let create = creates(args, &http, gateway, &bearer, party).await?;
+    Ok(Results {
+        load,
+        query,
+        create,
+        cache_bytes,
+        rss_bytes: rss_bytes(gateway_pid),
+    })
+}
+
+/// The query phase with this process's own keep-alive clients.
+async fn builtin_queries(
+    args: &BenchGatewayArgs,
+    http: &HttpClient,
+    gateway: SocketAddr,
+    bearer: &str,
+    party: &str,
+) -> anyhow::Result<Phase> {
     let contracts = args.contracts;
-    let shared = (http.clone(), bearer.clone(), party.to_string());
-    let query = run_clients(args, move |client, n| {
+    let shared = (http.clone(), bearer.to_string(), party.to_string());
+    run_clients(args, move |client, n| {
         let (http, bearer, party) = shared.clone();
         async move {
             let k = (u64::from(client) * 7919 + n * 104_729) % u64::from(contracts);
@@ -200,10 +238,19 @@ async fn phases(
             Ok(())
         }
     })
-    .await?;
-    let cache_bytes = metric(&http, gateway, "tandem_gateway_cache_bytes").await?;
-    let shared = (http.clone(), bearer.clone(), party.to_string());
-    let create = run_clients(args, move |client, n| {
+    .await
+}
+
+/// The create phase: submit-and-wait through the gateway from this process.
+async fn creates(
+    args: &BenchGatewayArgs,
+    http: &HttpClient,
+    gateway: SocketAddr,
+    bearer: &str,
+    party: &str,
+) -> anyhow::Result<Phase> {
+    let shared = (http.clone(), bearer.to_string(), party.to_string());
+    run_clients(args, move |client, n| {
         let (http, bearer, party) = shared.clone();
         async move {
             let body = json!({
@@ -221,13 +268,99 @@ async fn phases(
             Ok(())
         }
     })
-    .await?;
-    Ok(Results {
-        query,
-        create,
-        cache_bytes,
-        rss_bytes: rss_bytes(gateway_pid),
+    .await
+}
+
+/// Whether `wrk` runs, installing Debian's package if it is missing and apt-get is there.
+async fn ensure_wrk() -> bool {
+    let runs = || async {
+        tokio::process::Command::new("wrk")
+            .arg("--version")
+            .output()
+            .await
+            .is_ok()
+    };
+    if runs().await {
+        return true;
+    }
+    eprintln!("wrk not found; installing Debian's package");
+    let installed = tokio::process::Command::new("apt-get")
+        .args(["install", "-y", "-qq", "wrk"])
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !installed {
+        eprintln!("could not install wrk; using the built-in load client");
+    }
+    installed && runs().await
+}
+
+/// The query phase driven by `wrk` (one thread, `--clients` connections), each request for
+/// another contract (a Lua script varies the filter). Fails on any non-2xx answer.
+async fn wrk_queries(
+    args: &BenchGatewayArgs,
+    gateway: SocketAddr,
+    bearer: &str,
+    party: &str,
+) -> anyhow::Result<Phase> {
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("query.lua");
+    std::fs::write(
+        &script,
+        format!(
+            r#"local n = 0
+local headers = {{ ["Content-Type"] = "application/json", ["Authorization"] = "{bearer}" }}
+request = function()
+  n = n + 1
+  local k = (n * 7919) % {contracts}
+  local body = '{{"templateIds":["{IOU}"],"parties":["{party}"],"filter":{{"currency":"C' .. k .. '"}}}}'
+  return wrk.format("POST", "/v2/query", headers, body)
+end
+"#,
+            contracts = args.contracts
+        ),
+    )?;
+    let out = tokio::process::Command::new("wrk")
+        .args(["-t1", &format!("-c{}", args.clients)])
+        .args([&format!("-d{}s", args.duration), "--latency", "-s"])
+        .arg(&script)
+        .arg(format!("http://{gateway}"))
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() || text.contains("Non-2xx") {
+        bail!("wrk: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let percentile = |p: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(p))
+            .and_then(|v| duration_ms(v.trim()))
+            .with_context(|| format!("no {p} latency in wrk's output:\n{text}"))
+    };
+    let per_s = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))?;
+    Ok(Phase {
+        per_s,
+        p50: percentile("50%")?,
+        p99: percentile("99%")?,
     })
+}
+
+/// A wrk duration (`812.00us`, `1.23ms`, `2.01s`) in ms.
+fn duration_ms(v: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        (v.strip_suffix('s')?, 1000.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
 }
 
 /// `--clients` loops calling `call(client, n)` for `--duration` seconds; latencies in ms.
