@@ -382,6 +382,25 @@ async fn gateways_behind_the_lb_read_their_writes_and_catch_up_after_failover() 
             "gateway {gw}: every acknowledged create exactly once"
         );
     }
+    // The caches agree with the ledger's own active contract set (read through the lb).
+    let filter = json!({"filter": {"filtersByParty": {party.clone(): {}}}});
+    let acs = until("active contracts", || {
+        post(json_api, "/v2/state/active-contracts", &filter)
+    })
+    .await;
+    let mut on_ledger: Vec<String> = acs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["contractEntry"]["JsActiveContract"]["createdEvent"]["createArgument"]["currency"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    on_ledger.sort();
+    assert_eq!(on_ledger, expected, "the ledger's ACS");
     eprintln!(
         "SIGKILL of participant1/{victim} → next create acknowledged through lb and gateway after {} ms",
         failover.as_millis()
