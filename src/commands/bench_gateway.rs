@@ -196,16 +196,19 @@ async fn phases(
         args.contracts,
         warm.elapsed().as_secs_f64()
     );
+    let target = Target {
+        http: http.clone(),
+        gateway,
+        bearer: bearer.clone(),
+        party: party.to_string(),
+    };
     let (load, query) = if args.load == QueryLoad::Wrk && ensure_wrk().await {
         ("wrk", wrk_queries(args, gateway, &bearer, party).await?)
     } else {
-        (
-            "builtin",
-            builtin_queries(args, &http, gateway, &bearer, party).await?,
-        )
+        ("builtin", builtin_queries(args, target.clone()).await?)
     };
     let cache_bytes = metric(&http, gateway, "tandem_gateway_cache_bytes").await?;
-    let create = creates(args, &http, gateway, &bearer, party).await?;
+    let create = creates(args, target).await?;
     Ok(Results {
         load,
         query,
@@ -215,18 +218,25 @@ async fn phases(
     })
 }
 
-/// The query phase with this process's own keep-alive clients.
-async fn builtin_queries(
-    args: &BenchGatewayArgs,
-    http: &HttpClient,
+/// Where this process's own clients send, as whom.
+#[derive(Clone)]
+struct Target {
+    http: HttpClient,
     gateway: SocketAddr,
-    bearer: &str,
-    party: &str,
-) -> anyhow::Result<Phase> {
+    bearer: String,
+    party: String,
+}
+
+/// The query phase with this process's own keep-alive clients.
+async fn builtin_queries(args: &BenchGatewayArgs, target: Target) -> anyhow::Result<Phase> {
     let contracts = args.contracts;
-    let shared = (http.clone(), bearer.to_string(), party.to_string());
     run_clients(args, move |client, n| {
-        let (http, bearer, party) = shared.clone();
+        let Target {
+            http,
+            gateway,
+            bearer,
+            party,
+        } = target.clone();
         async move {
             let k = (u64::from(client) * 7919 + n * 104_729) % u64::from(contracts);
             let body = json!({"templateIds": [IOU], "parties": [party],
@@ -242,16 +252,14 @@ async fn builtin_queries(
 }
 
 /// The create phase: submit-and-wait through the gateway from this process.
-async fn creates(
-    args: &BenchGatewayArgs,
-    http: &HttpClient,
-    gateway: SocketAddr,
-    bearer: &str,
-    party: &str,
-) -> anyhow::Result<Phase> {
-    let shared = (http.clone(), bearer.to_string(), party.to_string());
+async fn creates(args: &BenchGatewayArgs, target: Target) -> anyhow::Result<Phase> {
     run_clients(args, move |client, n| {
-        let (http, bearer, party) = shared.clone();
+        let Target {
+            http,
+            gateway,
+            bearer,
+            party,
+        } = target.clone();
         async move {
             let body = json!({
                 "commands": [{"CreateCommand": {"templateId": IOU, "createArguments": {
