@@ -3,6 +3,11 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc: the lb's per-call allocations (pingora's request and response headers, h2 frames)
+/// and the nodes' many small ones are cheaper than with glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = tandem::cli::Cli::parse();
     tandem::cli::init_tracing(&cli);
