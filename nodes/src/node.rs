@@ -363,6 +363,7 @@ pub async fn start(
             tokio::spawn(replica::run_while_active(
                 state,
                 shutdown,
+                replica::SESSION_RESTART,
                 move |epoch, stop| {
                     let kind = kind.clone();
                     async move {

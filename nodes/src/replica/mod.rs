@@ -105,12 +105,19 @@ pub fn spawn(
     (handle, task)
 }
 
+/// How long an active replica waits before starting again a session that ended by itself.
+pub const SESSION_RESTART: Duration = Duration::from_secs(1);
+
 /// Runs `session(epoch, stop)` each time this replica becomes active, and cancels it (waiting
 /// for it to finish) as soon as the replica is no longer active with that epoch, or on
 /// `shutdown`. How active-passive node kinds start and stop what only the active replica does.
+/// A session that ends by itself while the replica is still active (a database error, say) is
+/// started again after `restart_after`, from the stored state, rather than leaving an active
+/// replica that serves nothing until it loses its lease.
 pub async fn run_while_active<F, Fut>(
     mut state: watch::Receiver<ReplicaState>,
     shutdown: CancellationToken,
+    restart_after: Duration,
     session: F,
 ) where
     F: Fn(u64, CancellationToken) -> Fut,
@@ -123,7 +130,9 @@ pub async fn run_while_active<F, Fut>(
         };
         if let Some(epoch) = epoch {
             let stop = shutdown.child_token();
-            let task = tokio::spawn(session(epoch, stop.clone()));
+            let mut task = tokio::spawn(session(epoch, stop.clone()));
+            // Set while a session that ended by itself waits to be started again.
+            let mut restart_at: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -133,11 +142,28 @@ pub async fn run_while_active<F, Fut>(
                             break;
                         }
                     }
+                    ended = &mut task, if restart_at.is_none() => {
+                        if let Err(e) = ended {
+                            tracing::error!(error = %e, "active session failed");
+                        }
+                        tracing::warn!(epoch, "the active session ended by itself; starting it again");
+                        restart_at = Some(tokio::time::Instant::now() + restart_after);
+                    }
+                    () = async {
+                        if let Some(at) = restart_at {
+                            tokio::time::sleep_until(at).await;
+                        }
+                    }, if restart_at.is_some() => {
+                        restart_at = None;
+                        task = tokio::spawn(session(epoch, stop.clone()));
+                    }
                 }
             }
             stop.cancel();
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "active session failed");
+            if restart_at.is_none() {
+                if let Err(e) = task.await {
+                    tracing::error!(error = %e, "active session failed");
+                }
             }
             if shutdown.is_cancelled() {
                 return;
@@ -149,5 +175,59 @@ pub async fn run_while_active<F, Fut>(
             () = shutdown.cancelled() => return,
             changed = state.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn active(epoch: u64) -> ReplicaState {
+        ReplicaState {
+            role: Role::Active,
+            epoch,
+            ..ReplicaState::starting()
+        }
+    }
+
+    /// A session that ends by itself is started again while the replica stays active, and no
+    /// more once it is passive.
+    #[tokio::test]
+    async fn a_session_that_ends_by_itself_is_restarted_while_active() {
+        let (tx, rx) = watch::channel(active(1));
+        let started = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(run_while_active(
+            rx,
+            shutdown.clone(),
+            Duration::from_millis(10),
+            {
+                let started = started.clone();
+                move |_, _| {
+                    let started = started.clone();
+                    async move {
+                        started.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            },
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while started.load(Ordering::SeqCst) < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "not restarted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tx.send_replace(ReplicaState::starting());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let after = started.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            after,
+            "restarted while passive"
+        );
+        shutdown.cancel();
+        runner.await.unwrap();
     }
 }
