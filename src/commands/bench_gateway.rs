@@ -184,31 +184,39 @@ async fn phases(
         .pool_max_idle_per_host(args.clients as usize)
         .build_http();
     let bearer = format!("Bearer {}", token(ADMIN));
-    // The first query fills the cache from the ledger (not measured).
-    let warm = Instant::now();
-    let body = json!({"templateIds": [IOU], "parties": [party], "filter": {"currency": "C0"}});
-    let (status, answer) = post(&http, gateway, "/v2/query", &bearer, &body, None).await?;
-    if status != 200 || answer["contracts"].as_array().map(Vec::len) != Some(1) {
-        bail!("warm-up query: {status} {answer}");
-    }
-    eprintln!(
-        "cache filled with {} contracts in {:.1} s",
-        args.contracts,
-        warm.elapsed().as_secs_f64()
-    );
     let target = Target {
         http: http.clone(),
         gateway,
         bearer: bearer.clone(),
         party: party.to_string(),
     };
+    // The first query fills the cache from the ledger (not measured).
+    let warm = Instant::now();
+    target.query(0).await.context("warm-up query")?;
+    eprintln!(
+        "cache filled with {} contracts in {:.1} s",
+        args.contracts,
+        warm.elapsed().as_secs_f64()
+    );
     let (load, query) = if args.load == QueryLoad::Wrk && ensure_wrk().await {
         ("wrk", wrk_queries(args, gateway, &bearer, party).await?)
     } else {
-        ("builtin", builtin_queries(args, target.clone()).await?)
+        let (target, contracts) = (target.clone(), u64::from(args.contracts));
+        let queries = run_clients(args, move |client, n| {
+            let target = target.clone();
+            async move {
+                let k = (u64::from(client) * 7919 + n * 104_729) % contracts;
+                target.query(k).await
+            }
+        });
+        ("builtin", queries.await?)
     };
     let cache_bytes = metric(&http, gateway, "tandem_gateway_cache_bytes").await?;
-    let create = creates(args, target).await?;
+    let create = run_clients(args, move |client, n| {
+        let target = target.clone();
+        async move { target.create(client, n).await }
+    })
+    .await?;
     Ok(Results {
         load,
         query,
@@ -227,56 +235,59 @@ struct Target {
     party: String,
 }
 
-/// The query phase with this process's own keep-alive clients.
-async fn builtin_queries(args: &BenchGatewayArgs, target: Target) -> anyhow::Result<Phase> {
-    let contracts = args.contracts;
-    run_clients(args, move |client, n| {
-        let Target {
-            http,
-            gateway,
-            bearer,
-            party,
-        } = target.clone();
-        async move {
-            let k = (u64::from(client) * 7919 + n * 104_729) % u64::from(contracts);
-            let body = json!({"templateIds": [IOU], "parties": [party],
-                              "filter": {"currency": format!("C{k}")}});
-            let (status, answer) = post(&http, gateway, "/v2/query", &bearer, &body, None).await?;
-            if status != 200 || answer["contracts"].as_array().map(Vec::len) != Some(1) {
-                bail!("query C{k}: {status} {answer}");
-            }
-            Ok(())
+impl Target {
+    /// A cached query for Iou `C{k}`, which must find exactly it.
+    async fn query(&self, k: u64) -> anyhow::Result<()> {
+        let body = json!({"templateIds": [IOU], "parties": [self.party],
+                          "filter": {"currency": format!("C{k}")}});
+        let (status, answer) = self.post("/v2/query", &body, None).await?;
+        if status != 200 || answer["contracts"].as_array().map(Vec::len) != Some(1) {
+            bail!("query C{k}: {status} {answer}");
         }
-    })
-    .await
-}
+        Ok(())
+    }
 
-/// The create phase: submit-and-wait through the gateway from this process.
-async fn creates(args: &BenchGatewayArgs, target: Target) -> anyhow::Result<Phase> {
-    run_clients(args, move |client, n| {
-        let Target {
-            http,
-            gateway,
-            bearer,
-            party,
-        } = target.clone();
-        async move {
-            let body = json!({
-                "commands": [{"CreateCommand": {"templateId": IOU, "createArguments": {
-                    "issuer": party, "owner": party, "currency": format!("N{client}-{n}"),
-                    "amount": "1.0", "viewers": []}}}],
-                "actAs": [party],
-            });
-            let key = format!("bench-{client}-{n}");
-            let path = "/v2/commands/submit-and-wait";
-            let (status, answer) = post(&http, gateway, path, &bearer, &body, Some(&key)).await?;
-            if status != 200 {
-                bail!("create: {status} {answer}");
-            }
-            Ok(())
+    /// A submit-and-wait create of a fresh Iou, under its own idempotency key.
+    async fn create(&self, client: u32, n: u64) -> anyhow::Result<()> {
+        let party = &self.party;
+        let body = json!({
+            "commands": [{"CreateCommand": {"templateId": IOU, "createArguments": {
+                "issuer": party, "owner": party, "currency": format!("N{client}-{n}"),
+                "amount": "1.0", "viewers": []}}}],
+            "actAs": [party],
+        });
+        let key = format!("bench-{client}-{n}");
+        let path = "/v2/commands/submit-and-wait";
+        let (status, answer) = self.post(path, &body, Some(&key)).await?;
+        if status != 200 {
+            bail!("create: {status} {answer}");
         }
-    })
-    .await
+        Ok(())
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = hyper::Request::post(format!("http://{}{path}", self.gateway))
+            .header("authorization", &self.bearer)
+            .header("content-type", "application/json");
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = self
+            .http
+            .request(request.body(Full::from(body.to_string()))?)
+            .await?;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
 }
 
 /// Whether `wrk` runs, installing Debian's package if it is missing and apt-get is there.
@@ -406,31 +417,6 @@ where
         p50: pct(0.50),
         p99: pct(0.99),
     })
-}
-
-async fn post(
-    http: &HttpClient,
-    addr: SocketAddr,
-    path: &str,
-    bearer: &str,
-    body: &Value,
-    idempotency_key: Option<&str>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut request = hyper::Request::post(format!("http://{addr}{path}"))
-        .header("authorization", bearer)
-        .header("content-type", "application/json");
-    if let Some(key) = idempotency_key {
-        request = request.header("idempotency-key", key);
-    }
-    let response = http
-        .request(request.body(Full::from(body.to_string()))?)
-        .await?;
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
 }
 
 /// A gauge from the gateway's Prometheus `/metrics`.

@@ -36,13 +36,7 @@ pub async fn submit_and_wait(
     headers: HeaderMap,
     ApiJson(body): ApiJson<JsCommands>,
 ) -> Result<Json<SubmitAndWaitResponse>, ApiError> {
-    let commands = prepare(&state, &caller, &headers, body).await?;
-    let request = state.ledger.request(
-        pb::SubmitAndWaitRequest {
-            commands: Some(commands),
-        },
-        &caller.ctx,
-    );
+    let request = submit_and_wait_request(&state, &caller, &headers, body).await?;
     let r = state
         .ledger
         .commands()
@@ -70,13 +64,7 @@ pub async fn submit_and_wait_for_transaction(
     headers: HeaderMap,
     ApiJson(body): ApiJson<JsCommands>,
 ) -> Result<Json<SubmitAndWaitForTransactionResponse>, ApiError> {
-    let commands = prepare(&state, &caller, &headers, body).await?;
-    let request = state.ledger.request(
-        pb::SubmitAndWaitRequest {
-            commands: Some(commands),
-        },
-        &caller.ctx,
-    );
+    let request = submit_and_wait_request(&state, &caller, &headers, body).await?;
     let r = state
         .ledger
         .commands()
@@ -124,6 +112,22 @@ pub async fn submit(
         submission_id: r.submission_id,
         command_id,
     }))
+}
+
+/// The Ledger API request both submit-and-wait endpoints send.
+async fn submit_and_wait_request(
+    state: &SharedState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: JsCommands,
+) -> Result<tonic::Request<pb::SubmitAndWaitRequest>, ApiError> {
+    let commands = prepare(state, caller, headers, body).await?;
+    Ok(state.ledger.request(
+        pb::SubmitAndWaitRequest {
+            commands: Some(commands),
+        },
+        &caller.ctx,
+    ))
 }
 
 /// Checks rights and converts the request into Ledger API commands.
@@ -302,15 +306,7 @@ pub async fn completions(
     let request = completion_request(&state, &caller, &body).await?;
     let limit = super::limit(&state, params.limit)?;
     let end = state.ledger.ledger_end(&caller.ctx).await?;
-    if body.begin_exclusive > end {
-        return Err(ApiError::field(
-            "beginExclusive",
-            format!(
-                "offset {} is beyond the ledger end {end}",
-                body.begin_exclusive
-            ),
-        ));
-    }
+    super::within_ledger_end("beginExclusive", body.begin_exclusive, end)?;
     let mut out = Vec::new();
     if body.begin_exclusive == end {
         return Ok(Json(out));

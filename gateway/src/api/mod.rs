@@ -47,6 +47,17 @@ pub fn router() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
 }
 
 /// The `?limit=` of a list request, bounded by `max_list_items`.
+/// A 400 naming `field` when `offset` lies beyond the ledger end `end`.
+pub fn within_ledger_end(field: &str, offset: i64, end: i64) -> Result<(), ApiError> {
+    if offset > end {
+        return Err(ApiError::field(
+            field,
+            format!("offset {offset} is beyond the ledger end {end}"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn limit(state: &SharedState, asked: Option<u64>) -> Result<usize, ApiError> {
     let max = state.max_items();
     match asked {

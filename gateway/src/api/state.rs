@@ -119,22 +119,11 @@ pub async fn updates(
     let limit = super::limit(&state, params.limit)?;
     let filter = updates_filter(&state, &caller, &body).await?;
     let end = state.ledger.ledger_end(&caller.ctx).await?;
-    if body.begin_exclusive > end {
-        return Err(ApiError::field(
-            "beginExclusive",
-            format!(
-                "offset {} is beyond the ledger end {end}",
-                body.begin_exclusive
-            ),
-        ));
+    super::within_ledger_end("beginExclusive", body.begin_exclusive, end)?;
+    if let Some(e) = body.end_inclusive {
+        super::within_ledger_end("endInclusive", e, end)?;
     }
     let end_inclusive = match body.end_inclusive {
-        Some(e) if e > end => {
-            return Err(ApiError::field(
-                "endInclusive",
-                format!("offset {e} is beyond the ledger end {end}"),
-            ))
-        }
         Some(e) if e < body.begin_exclusive => {
             return Err(ApiError::field(
                 "endInclusive",

@@ -159,13 +159,10 @@ impl QueryCache {
             _ => {
                 let end = self.inner.ends.observe(ctx).await?;
                 match at_least {
-                    Some(offset) if offset > end => {
-                        return Err(ApiError::field(
-                            "offset",
-                            format!("offset {offset} is beyond the ledger end {end}"),
-                        ))
+                    Some(offset) => {
+                        crate::api::within_ledger_end("offset", offset, end)?;
+                        offset
                     }
-                    Some(offset) => offset,
                     None => end,
                 }
             }

@@ -110,7 +110,7 @@ fn status_name(s: i32) -> String {
 }
 
 async fn require_active(p: &Participant) -> Result<(), Status> {
-    if p.is_active().await {
+    if p.is_active() {
         Ok(())
     } else {
         Err(Status::unavailable("replica is passive"))

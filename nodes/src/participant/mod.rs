@@ -339,8 +339,8 @@ impl Participant {
     }
 
     /// Whether the replica is active (its engine loaded).
-    pub async fn is_active(&self) -> bool {
-        self.0.engine.lock().await.is_some()
+    pub fn is_active(&self) -> bool {
+        *self.0.serving.borrow()
     }
 
     /// Whether the active replica's APIs serve (its ledger loaded), as it changes.
