@@ -768,15 +768,26 @@ impl pb::party_management_service_server::PartyManagementService for LedgerApi {
         let r = request.into_inner();
         let party = Party::parse(&format!("{}::{}", r.party_id_hint, self.0.id().fingerprint))
             .map_err(|_| invalid("party_id_hint: 1 to 185 letters, digits, '-', '_' or '.'"))?;
-        let (hosting, known) = self
+        let me = self.0.id().to_string();
+        let (hosting, known, admitted) = self
             .0
             .with_engine(|e| {
                 (
                     e.topology.latest_hosting(party.as_str()).cloned(),
                     e.parties.contains(party.as_str()),
+                    e.topology.is_admitted(&me),
                 )
             })
             .await?;
+        // A party can only be hosted by an admitted participant: until this one has seen its
+        // own admission sequenced, the topology manager would refuse the hosting outright.
+        if !admitted {
+            return Err(error(
+                Code::Unavailable,
+                "NOT_ADMITTED",
+                "the synchronizer has not admitted this participant yet; retry",
+            ));
+        }
         // What allocation submits: the party hosted here alone. Finding exactly that, with the
         // party not recorded here yet, means an earlier attempt timed out after submitting it:
         // finish that allocation rather than refuse the retry.
