@@ -4,7 +4,8 @@
 //! - `writer`: claims a writer index, assigns partitioned microsecond timestamps, writes batches
 //!   fenced by its session, raises its watermark while idle, marks lagging peers offline.
 //! - `head`: tracks how far readers may deliver (the lowest watermark of the online writers),
-//!   woken by Postgres `LISTEN/NOTIFY` or, on SQLite, an in-process signal and a short poll.
+//!   moved by the watermarks that commits announce: in-process, and on Postgres by
+//!   `LISTEN/NOTIFY` payloads; on SQLite other processes' commits are seen by a short poll.
 //! - `api`: the gRPC sequencer and admin services; `members` the registry of member keys;
 //!   `client` what members use to talk to it.
 
@@ -22,7 +23,7 @@ use crate::config::SequencingConfig;
 use crate::identity::{canonical, KeyPair, MemberId};
 use crate::store::Store;
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -107,14 +108,15 @@ impl Sequencer {
             topology_change_delay,
             identity,
         } = settings;
-        let wake = Arc::new(Notify::new());
+        let (signals_tx, signals_rx) = mpsc::unbounded_channel();
         let (head_tx, head_rx) = watch::channel(Head::default());
         let (submissions_tx, submissions_rx) = mpsc::channel(4096);
         let (status_tx, status_rx) = watch::channel(writer::WriterStatus::default());
         let tracker = tokio::spawn(head::run(
             store.clone(),
             head_tx,
-            wake.clone(),
+            signals_tx.clone(),
+            signals_rx,
             shutdown.clone(),
         ));
         let w = writer::Writer::new(
@@ -123,7 +125,7 @@ impl Sequencer {
             preferred,
             head_rx.clone(),
             status_tx,
-            wake,
+            signals_tx,
         );
         let writer_task = tokio::spawn(w.run(submissions_rx, shutdown.clone()));
         let mut status = status_rx.clone();

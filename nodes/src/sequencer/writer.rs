@@ -5,14 +5,13 @@
 //! peers whose watermark lags by more than `offline_after` offline; if its peers marked it
 //! offline, its next write fails and it rejoins under a new session.
 
-use super::head::Head;
+use super::head::{Head, Signal};
 use super::now_us;
 use crate::config::SequencingConfig;
 use crate::store::sequencer::{NewEvent, Outcome, WriteError};
 use crate::store::Store;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Largest batch written in one transaction.
@@ -51,7 +50,7 @@ pub(super) struct Writer {
     watermark: i64,
     head: watch::Receiver<Head>,
     status: watch::Sender<WriterStatus>,
-    wake: Arc<Notify>,
+    signals: mpsc::UnboundedSender<Signal>,
     next_heartbeat: Instant,
     next_offline_check: Instant,
 }
@@ -63,7 +62,7 @@ impl Writer {
         preferred: u32,
         head: watch::Receiver<Head>,
         status: watch::Sender<WriterStatus>,
-        wake: Arc<Notify>,
+        signals: mpsc::UnboundedSender<Signal>,
     ) -> Self {
         Self {
             store,
@@ -75,7 +74,7 @@ impl Writer {
             watermark: 0,
             head,
             status,
-            wake,
+            signals,
             next_heartbeat: Instant::now(),
             next_offline_check: Instant::now(),
         }
@@ -156,7 +155,7 @@ impl Writer {
                     self.next_heartbeat = Instant::now() + self.heartbeat();
                     tracing::info!(index, watermark, "sequencer writer online");
                     self.publish(Some(index), None);
-                    self.wake.notify_one();
+                    let _ = self.signals.send(Signal::WritersChanged);
                     return Ok(());
                 }
                 Ok(None) => continue,
@@ -212,9 +211,7 @@ impl Writer {
             .await
         {
             Ok(outcomes) => {
-                self.watermark = watermark;
-                self.next_heartbeat = Instant::now() + self.heartbeat();
-                self.wake.notify_one();
+                self.committed(index, watermark, events.iter().map(|e| e.ts).max());
                 for ((s, e), outcome) in batch.into_iter().zip(&events).zip(outcomes) {
                     let result = match (outcome, &e.error) {
                         (Outcome::Duplicate, _) => Err(SendError::Duplicate(e.message_id.clone())),
@@ -248,9 +245,7 @@ impl Writer {
             .await
         {
             Ok(_) => {
-                self.watermark = watermark;
-                self.next_heartbeat = Instant::now() + self.heartbeat();
-                self.wake.notify_one();
+                self.committed(index, watermark, None);
                 if self.status.borrow().problem.is_some() {
                     self.publish(Some(index), None);
                 }
@@ -260,6 +255,19 @@ impl Writer {
                 self.next_heartbeat = Instant::now() + self.heartbeat();
             }
         }
+    }
+
+    /// After a commit: the watermark moved, the heartbeat starts over, and the head tracker
+    /// learns the new watermark without a query.
+    fn committed(&mut self, index: u32, watermark: i64, max_ts: Option<i64>) {
+        self.watermark = watermark;
+        self.next_heartbeat = Instant::now() + self.heartbeat();
+        let _ = self.signals.send(Signal::Wrote {
+            index,
+            session: self.session,
+            watermark,
+            max_ts: max_ts.unwrap_or(0),
+        });
     }
 
     fn failed(&mut self, e: &WriteError) {
@@ -295,7 +303,7 @@ impl Writer {
         {
             Ok(marked) if !marked.is_empty() => {
                 tracing::warn!(writers = ?marked, "marked lagging sequencer writers offline");
-                self.wake.notify_one();
+                let _ = self.signals.send(Signal::WritersChanged);
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "offline check failed"),

@@ -37,6 +37,44 @@ pub struct WriterRow {
     pub watermark_us: i64,
 }
 
+/// A writer that is online, as readers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnlineWriter {
+    pub index: u32,
+    pub session: i64,
+    pub watermark_us: i64,
+}
+
+/// The online writers and the latest event timestamp, read in one query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadState {
+    pub online: Vec<OnlineWriter>,
+    pub max_event_ts: i64,
+}
+
+/// The Postgres channel writers notify on every commit that moves readers' head. The payload is
+/// [`wrote_payload`] after a write, or [`WRITERS_CHANGED`] after a writer came or went.
+pub const SEQUENCER_CHANNEL: &str = "tandem_sequencer";
+/// Notified when a writer came online or went offline: readers re-read the writers.
+pub const WRITERS_CHANGED: &str = "writers";
+
+/// The notification payload of a committed write: `index session watermark max_ts`.
+pub fn wrote_payload(index: u32, session: i64, watermark_us: i64, max_ts: i64) -> String {
+    format!("{index} {session} {watermark_us} {max_ts}")
+}
+
+/// Parses [`wrote_payload`]; None for anything else.
+pub fn parse_wrote_payload(payload: &str) -> Option<(u32, i64, i64, i64)> {
+    let mut parts = payload.split(' ');
+    let parsed = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    parts.next().is_none().then_some(parsed)
+}
+
 /// What became of each event of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -114,7 +152,7 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         let idx = i64::from(index);
         macro_rules! claim {
-            ($tx:expr, $p:literal) => {{
+            ($tx:expr, $p:literal, $notify:expr) => {{
                 let mut tx = $tx;
                 let online: Option<bool> = sqlx::query_scalar(concat!("SELECT online FROM sequencer_writers WHERE idx = ", $p, "1"))
                     .bind(idx).fetch_optional(&mut *tx).await?;
@@ -135,13 +173,17 @@ impl Store {
                 sqlx::query(concat!("INSERT INTO sequencer_writers (idx, online, watermark_us, session) VALUES (", $p, "1, TRUE, ", $p, "2, ", $p, "3) \
                      ON CONFLICT (idx) DO UPDATE SET online = TRUE, watermark_us = excluded.watermark_us, session = excluded.session"))
                     .bind(idx).bind(watermark).bind(session).execute(&mut *tx).await?;
+                if $notify {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(SEQUENCER_CHANNEL).bind(WRITERS_CHANGED).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(Some(watermark))
             }};
         }
         match self.db() {
-            Db::Sqlite(p) => claim!(p.begin().await?, "?"),
-            Db::Postgres { pool, .. } => claim!(pool.begin().await?, "$"),
+            Db::Sqlite(p) => claim!(p.begin().await?, "?", false),
+            Db::Postgres { pool, .. } => claim!(pool.begin().await?, "$", true),
         }
     }
 
@@ -150,7 +192,8 @@ impl Store {
         let sql = q!(
             self.db(),
             "UPDATE sequencer_writers SET online = FALSE WHERE idx = ?1 AND session = ?2",
-            "UPDATE sequencer_writers SET online = FALSE WHERE idx = $1 AND session = $2"
+            "WITH released AS (UPDATE sequencer_writers SET online = FALSE WHERE idx = $1 AND session = $2 RETURNING idx) \
+             SELECT pg_notify($3, $4) FROM released"
         );
         match self.db() {
             Db::Sqlite(p) => sqlx::query(sql)
@@ -162,6 +205,8 @@ impl Store {
             Db::Postgres { pool, .. } => sqlx::query(sql)
                 .bind(i64::from(index))
                 .bind(session)
+                .bind(SEQUENCER_CHANNEL)
+                .bind(WRITERS_CHANGED)
                 .execute(pool)
                 .await?
                 .rows_affected(),
@@ -178,7 +223,8 @@ impl Store {
     ) -> Result<Vec<u32>, StoreError> {
         let sql = q!(self.db(),
             "UPDATE sequencer_writers SET online = FALSE WHERE online AND idx <> ?1 AND watermark_us < ?2 RETURNING idx",
-            "UPDATE sequencer_writers SET online = FALSE WHERE online AND idx <> $1 AND watermark_us < $2 RETURNING idx");
+            "WITH marked AS (UPDATE sequencer_writers SET online = FALSE WHERE online AND idx <> $1 AND watermark_us < $2 RETURNING idx) \
+             SELECT idx FROM marked, LATERAL (SELECT pg_notify($3, $4)) AS n");
         let rows: Vec<i64> = match self.db() {
             Db::Sqlite(p) => {
                 sqlx::query_scalar(sql)
@@ -191,6 +237,8 @@ impl Store {
                 sqlx::query_scalar(sql)
                     .bind(i64::from(own))
                     .bind(stale_before_us)
+                    .bind(SEQUENCER_CHANNEL)
+                    .bind(WRITERS_CHANGED)
                     .fetch_all(pool)
                     .await?
             }
@@ -202,8 +250,8 @@ impl Store {
     }
 
     /// Writes a batch of events and raises the writer's watermark to `watermark_us`, in one
-    /// transaction fenced by `session`. Each table gets one statement per batch. On Postgres the
-    /// commit notifies `tandem_sequencer`.
+    /// transaction fenced by `session`. On Postgres that is one statement whose commit notifies
+    /// [`SEQUENCER_CHANNEL`] with [`wrote_payload`]; on SQLite one statement per table.
     pub async fn write_events(
         &self,
         index: u32,
@@ -229,14 +277,28 @@ impl Store {
             .collect())
     }
 
-    /// The point up to which readers may deliver: the lowest watermark of the online writers,
-    /// and the latest event timestamp.
-    pub async fn sequencer_head(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
-        let sql = "SELECT (SELECT MIN(watermark_us) FROM sequencer_writers WHERE online), (SELECT MAX(ts) FROM sequencer_events)";
-        Ok(match self.db() {
-            Db::Sqlite(p) => sqlx::query_as(sql).fetch_one(p).await?,
-            Db::Postgres { pool, .. } => sqlx::query_as(sql).fetch_one(pool).await?,
-        })
+    /// What readers compute their head from: every online writer's index, session and
+    /// watermark, and the latest event timestamp.
+    pub async fn sequencer_head_state(&self) -> Result<HeadState, StoreError> {
+        let sql = "SELECT m.max_ts, w.idx, w.session, w.watermark_us \
+                   FROM (SELECT MAX(ts) AS max_ts FROM sequencer_events) AS m \
+                   LEFT JOIN sequencer_writers AS w ON w.online";
+        let rows: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = match self.db() {
+            Db::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await?,
+            Db::Postgres { pool, .. } => sqlx::query_as(sql).fetch_all(pool).await?,
+        };
+        let mut state = HeadState::default();
+        for (max_ts, idx, session, watermark) in rows {
+            state.max_event_ts = max_ts.unwrap_or(0);
+            if let (Some(idx), Some(session), Some(watermark_us)) = (idx, session, watermark) {
+                state.online.push(OnlineWriter {
+                    index: u32::try_from(idx).unwrap_or(u32::MAX),
+                    session,
+                    watermark_us,
+                });
+            }
+        }
+        Ok(state)
     }
 
     /// Events `member` may read with `after < ts <= up_to`, oldest first, at most `limit`.
@@ -342,7 +404,7 @@ impl Store {
             Db::Sqlite(_) => Ok(None),
             Db::Postgres { pool, .. } => {
                 let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-                listener.listen("tandem_sequencer").await?;
+                listener.listen(SEQUENCER_CHANNEL).await?;
                 Ok(Some(listener))
             }
         }
@@ -435,6 +497,9 @@ async fn write_sqlite(
     Ok(inserted)
 }
 
+/// One statement, so one round trip: the fence, both inserts and the notification. Events and
+/// deliveries are written only if the fence matched; deliveries only for events not refused as
+/// duplicates.
 async fn write_postgres(
     pool: &sqlx::PgPool,
     index: u32,
@@ -442,58 +507,60 @@ async fn write_postgres(
     watermark_us: i64,
     events: &[NewEvent],
 ) -> Result<std::collections::HashSet<i64>, WriteError> {
-    let idx = i64::from(index);
-    let mut tx = pool.begin().await.map_err(StoreError::from)?;
-    let fenced = sqlx::query(
-        "UPDATE sequencer_writers SET watermark_us = $1 WHERE idx = $2 AND session = $3 AND online",
-    )
-    .bind(watermark_us)
-    .bind(idx)
-    .bind(session)
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::from)?;
-    if fenced.rows_affected() != 1 {
-        return Err(WriteError::Offline);
-    }
-    let mut inserted = std::collections::HashSet::new();
-    if !events.is_empty() {
-        let ts: Vec<i64> = events.iter().map(|e| e.ts).collect();
-        let senders: Vec<&str> = events.iter().map(|e| e.sender.as_str()).collect();
-        let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
-        let recipients: Vec<String> = events.iter().map(recipients_json).collect();
-        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-        let codes: Vec<Option<&str>> = events
-            .iter()
-            .map(|e| e.error.as_ref().map(|(c, _)| c.as_str()))
-            .collect();
-        let messages: Vec<Option<&str>> = events
-            .iter()
-            .map(|e| e.error.as_ref().map(|(_, m)| m.as_str()))
-            .collect();
-        let rows: Vec<i64> = sqlx::query_scalar(
-            "INSERT INTO sequencer_events (ts, writer, sender, message_id, recipients, payload, error_code, error_message) \
-             SELECT t.ts, $2, t.sender, t.message_id, t.recipients, t.payload, t.error_code, t.error_message \
-             FROM UNNEST($1::bigint[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[], $8::text[]) \
-               AS t(ts, sender, message_id, recipients, payload, error_code, error_message) \
-             ON CONFLICT (sender, message_id) DO NOTHING RETURNING ts",
-        )
-        .bind(&ts).bind(idx).bind(&senders).bind(&ids).bind(&recipients).bind(&payloads).bind(&codes).bind(&messages)
-        .fetch_all(&mut *tx).await.map_err(StoreError::from)?;
-        inserted.extend(rows);
-        let (members, stamps): (Vec<&str>, Vec<i64>) = events
-            .iter()
-            .filter(|e| inserted.contains(&e.ts))
-            .flat_map(|e| readers(e).into_iter().map(move |m| (m, e.ts)))
-            .unzip();
-        sqlx::query("INSERT INTO sequencer_deliveries (member, ts) SELECT * FROM UNNEST($1::text[], $2::bigint[])")
-            .bind(&members).bind(&stamps)
-            .execute(&mut *tx).await.map_err(StoreError::from)?;
-    }
-    sqlx::query("SELECT pg_notify('tandem_sequencer', '')")
-        .execute(&mut *tx)
+    const SQL: &str = "WITH fence AS ( \
+           UPDATE sequencer_writers SET watermark_us = $9 WHERE idx = $2 AND session = $10 AND online RETURNING idx \
+         ), ins AS ( \
+           INSERT INTO sequencer_events (ts, writer, sender, message_id, recipients, payload, error_code, error_message) \
+           SELECT t.ts, $2, t.sender, t.message_id, t.recipients, t.payload, t.error_code, t.error_message \
+           FROM UNNEST($1::bigint[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[], $8::text[]) \
+             AS t(ts, sender, message_id, recipients, payload, error_code, error_message) \
+           WHERE EXISTS (SELECT 1 FROM fence) \
+           ON CONFLICT (sender, message_id) DO NOTHING RETURNING ts \
+         ), deliveries AS ( \
+           INSERT INTO sequencer_deliveries (member, ts) \
+           SELECT d.member, d.ts FROM UNNEST($11::text[], $12::bigint[]) AS d(member, ts) \
+           WHERE d.ts IN (SELECT ts FROM ins) \
+         ) \
+         SELECT EXISTS (SELECT 1 FROM fence), ARRAY(SELECT ts FROM ins), \
+           (SELECT COUNT(*) FROM (SELECT pg_notify($13, $14) WHERE EXISTS (SELECT 1 FROM fence)) AS n)";
+    let ts: Vec<i64> = events.iter().map(|e| e.ts).collect();
+    let senders: Vec<&str> = events.iter().map(|e| e.sender.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.message_id.as_str()).collect();
+    let recipients: Vec<String> = events.iter().map(recipients_json).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    let codes: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.error.as_ref().map(|(c, _)| c.as_str()))
+        .collect();
+    let messages: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.error.as_ref().map(|(_, m)| m.as_str()))
+        .collect();
+    let (members, stamps): (Vec<&str>, Vec<i64>) = events
+        .iter()
+        .flat_map(|e| readers(e).into_iter().map(move |m| (m, e.ts)))
+        .unzip();
+    let max_ts = ts.iter().copied().max().unwrap_or(0);
+    let (fenced, inserted, _notified): (bool, Vec<i64>, i64) = sqlx::query_as(SQL)
+        .bind(&ts)
+        .bind(i64::from(index))
+        .bind(&senders)
+        .bind(&ids)
+        .bind(&recipients)
+        .bind(&payloads)
+        .bind(&codes)
+        .bind(&messages)
+        .bind(watermark_us)
+        .bind(session)
+        .bind(&members)
+        .bind(&stamps)
+        .bind(SEQUENCER_CHANNEL)
+        .bind(wrote_payload(index, session, watermark_us, max_ts))
+        .fetch_one(pool)
         .await
         .map_err(StoreError::from)?;
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(inserted)
+    if !fenced {
+        return Err(WriteError::Offline);
+    }
+    Ok(inserted.into_iter().collect())
 }
