@@ -1,6 +1,7 @@
 //! The sequencer, in process, on SQLite and Postgres: three sequencers share one database; every
 //! member sees the same total order with no gap or duplicate and gets a receipt for each send;
-//! bad requests are refused with a precise status and write nothing.
+//! bad requests are refused with a precise status and write nothing; a subscriber that stalls
+//! catches up without a gap.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -298,6 +299,50 @@ async fn bad_requests_are_refused(postgres: bool) {
     sync.stop().await.unwrap();
 }
 
+/// A subscriber that stops reading falls behind the sequencer's fan-out channel; once it reads
+/// again it gets every event, in order, with no gap and no duplicate (the gap is read from the
+/// database).
+async fn a_stalled_subscriber_catches_up(postgres: bool) {
+    // Each send is its own batch. The first few hundred fill the HTTP/2 windows and the
+    // stream's buffer, the next 1,024 the fan-out channel; the rest overrun it.
+    const SENDS: usize = 2_000;
+    const PAYLOAD: usize = 16 * 1024;
+    let Some(sync) = start(postgres, 1).await else {
+        return;
+    };
+    let (alice, alice_key) = admit(&sync, "alice").await;
+    let (bob, bob_key) = admit(&sync, "bob").await;
+    let mut reader = SequencerClient::connect(&sync.endpoint(0), alice.clone(), alice_key)
+        .await
+        .unwrap();
+    let mut stream = reader.subscribe(0).await.unwrap();
+    let mut sender = SequencerClient::connect(&sync.endpoint(0), bob, bob_key)
+        .await
+        .unwrap();
+    let to_alice = vec![alice.to_string()];
+    for n in 0..SENDS {
+        let mut payload = n.to_string().into_bytes();
+        payload.resize(PAYLOAD, b' ');
+        sender
+            .send(sender.request(&format!("s{n}"), &to_alice, payload, in_a_minute()))
+            .await
+            .unwrap();
+    }
+    let all = collect(&mut stream, SENDS).await;
+    let mut previous = 0;
+    for e in &all {
+        assert_eq!(e.previous_timestamp_us, previous, "gap");
+        previous = e.timestamp_us;
+    }
+    let numbers: Vec<usize> = all
+        .iter()
+        .filter(|e| !is_broadcast(e))
+        .map(|e| String::from_utf8_lossy(&e.payload).trim().parse().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..SENDS).collect::<Vec<_>>());
+    sync.stop().await.unwrap();
+}
+
 macro_rules! both_backends {
     ($($name:ident),*) => {
         mod sqlite_backend { $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(false).await } )* }
@@ -305,4 +350,8 @@ macro_rules! both_backends {
     };
 }
 
-both_backends!(total_order, bad_requests_are_refused);
+both_backends!(
+    total_order,
+    bad_requests_are_refused,
+    a_stalled_subscriber_catches_up
+);

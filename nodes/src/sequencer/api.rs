@@ -1,6 +1,7 @@
 //! The gRPC services of a sequencer: the member-facing sequencer API and the operator's admin
 //! service. Every request is validated before anything is written: an error here leaves no trace.
 
+use super::fanout::PAGE;
 use super::writer::{SendError, Submission};
 use super::{
     acknowledge_signing_bytes, now_us, send_signing_bytes, subscribe_signing_bytes, Sequencer,
@@ -12,7 +13,7 @@ use crate::topology::{Mapping, SignedTransaction, TopologyState, Transaction, BR
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tandem_proto::sequencer::v1 as pb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -20,8 +21,6 @@ use tonic::{Request, Response, Status};
 const REQUEST_CLOCK_SKEW_US: i64 = 60_000_000;
 /// How long `Send` waits for its batch to be written.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Events fetched per query by a subscription.
-const PAGE: i64 = 500;
 const MAX_MESSAGE_ID_LEN: usize = 255;
 
 pub struct SequencerApi(pub Sequencer);
@@ -130,26 +129,27 @@ impl Sequencer {
     }
 }
 
-fn to_proto(e: StoredEvent, member: &str, previous: i64) -> pb::SequencedEvent {
+fn to_proto(e: &StoredEvent, member: &str, previous: i64) -> pb::SequencedEvent {
     let is_sender = e.sender == member;
     let is_recipient = e.recipients.iter().any(|r| r == member || r == BROADCAST);
     pb::SequencedEvent {
         timestamp_us: e.ts,
         previous_timestamp_us: previous,
         message_id: if is_sender {
-            e.message_id
+            e.message_id.clone()
         } else {
             String::new()
         },
-        sender: e.sender,
-        recipients: e.recipients,
+        sender: e.sender.clone(),
+        recipients: e.recipients.clone(),
         payload: if is_recipient && e.error.is_none() {
-            e.payload
+            e.payload.clone()
         } else {
             Vec::new()
         },
         deliver_error: e
             .error
+            .clone()
             .map(|(code, message)| pb::DeliverError { code, message }),
     }
 }
@@ -257,7 +257,10 @@ impl pb::sequencer_service_server::SequencerService for SequencerApi {
     }
 }
 
-/// Streams `member`'s events after `from` as the head advances, until the client goes away.
+/// Streams `member`'s events after `from` until the client goes away: first what lies before
+/// the fan-out's position, read for this member, then the fan-out's batches. A batch that starts
+/// past what was delivered (this subscription fell behind the channel) is preceded by a read of
+/// the gap.
 async fn deliver(
     seq: Sequencer,
     member: String,
@@ -265,47 +268,102 @@ async fn deliver(
     mut previous: i64,
     tx: mpsc::Sender<Result<pb::SequencedEvent, Status>>,
 ) {
-    let mut head = seq.head.clone();
+    let (mut batches, position) = seq.fanout.subscribe();
     let mut delivered_to = from;
+    if catch_up(
+        &seq,
+        &member,
+        &mut delivered_to,
+        &mut previous,
+        position,
+        &tx,
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
     loop {
-        let safe = head.borrow_and_update().safe_ts;
-        while safe > delivered_to {
-            let events = match seq
-                .store
-                .events_for(&member, delivered_to, safe, PAGE)
-                .await
-            {
-                Ok(events) => events,
-                Err(e) => {
-                    let _ = tx.send(Err(store_unavailable(e))).await;
-                    return;
-                }
-            };
-            let full = events.len() as i64 == PAGE;
-            for event in events {
-                let ts = event.ts;
-                if tx
-                    .send(Ok(to_proto(event, &member, previous)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                previous = ts;
-                delivered_to = ts;
-            }
-            if !full {
-                // Nothing else can appear at or below `safe`: every online writer's watermark is
-                // at least `safe`, and a writer rejoining starts above it.
-                delivered_to = safe;
-            }
-        }
-        tokio::select! {
+        let batch = tokio::select! {
             () = seq.shutdown.cancelled() => return,
             () = tx.closed() => return,
-            changed = head.changed() => if changed.is_err() { return },
+            received = batches.recv() => match received {
+                Ok(batch) => batch,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if batch.up_to <= delivered_to {
+            continue;
+        }
+        if catch_up(
+            &seq,
+            &member,
+            &mut delivered_to,
+            &mut previous,
+            batch.after,
+            &tx,
+        )
+        .await
+        .is_err()
+        {
+            return;
+        }
+        for event in batch.events.iter().filter(|e| e.ts > delivered_to) {
+            if !event.is_for(&member) {
+                continue;
+            }
+            if tx
+                .send(Ok(to_proto(event, &member, previous)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            previous = event.ts;
+        }
+        delivered_to = batch.up_to;
+    }
+}
+
+/// Delivers `member`'s events with `delivered_to < ts <= up_to`, read from the database. Err
+/// once the stream is over (the client left, or the database failed and the client was told).
+async fn catch_up(
+    seq: &Sequencer,
+    member: &str,
+    delivered_to: &mut i64,
+    previous: &mut i64,
+    up_to: i64,
+    tx: &mpsc::Sender<Result<pb::SequencedEvent, Status>>,
+) -> Result<(), ()> {
+    while up_to > *delivered_to {
+        let events = match seq
+            .store
+            .events_for(member, *delivered_to, up_to, PAGE)
+            .await
+        {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = tx.send(Err(store_unavailable(e))).await;
+                return Err(());
+            }
+        };
+        let full = events.len() as i64 == PAGE;
+        for event in &events {
+            tx.send(Ok(to_proto(event, member, *previous)))
+                .await
+                .map_err(|_| ())?;
+            *previous = event.ts;
+            *delivered_to = event.ts;
+        }
+        if !full {
+            // Nothing else can appear at or below `up_to`: it is at or below the head, so every
+            // online writer's watermark is at least `up_to`, and a writer rejoining starts above
+            // it.
+            *delivered_to = up_to;
         }
     }
+    Ok(())
 }
 
 #[tonic::async_trait]

@@ -6,11 +6,13 @@
 //! - `head`: tracks how far readers may deliver (the lowest watermark of the online writers),
 //!   moved by the watermarks that commits announce: in-process, and on Postgres by
 //!   `LISTEN/NOTIFY` payloads; on SQLite other processes' commits are seen by a short poll.
+//! - `fanout`: reads each run of new events once and hands it to every subscription here.
 //! - `api`: the gRPC sequencer and admin services; `members` the registry of member keys;
 //!   `client` what members use to talk to it.
 
 mod api;
 pub mod client;
+mod fanout;
 mod head;
 mod members;
 mod writer;
@@ -77,7 +79,7 @@ pub struct Sequencer {
     pub(crate) store: Store,
     pub(crate) config: SequencingConfig,
     pub(crate) submissions: mpsc::Sender<writer::Submission>,
-    pub(crate) head: watch::Receiver<Head>,
+    fanout: fanout::Fanout,
     pub(crate) members: Arc<members::Members>,
     pub(crate) writer: watch::Receiver<writer::WriterStatus>,
     /// The sequencer's own identity, which the topology manager admits at bootstrap.
@@ -128,6 +130,8 @@ impl Sequencer {
             signals_tx,
         );
         let writer_task = tokio::spawn(w.run(submissions_rx, shutdown.clone()));
+        let (fanout, fanout_task) =
+            fanout::Fanout::start(store.clone(), head_rx.clone(), shutdown.clone());
         let mut status = status_rx.clone();
         let follow = shutdown.clone();
         let health_task = tokio::spawn(async move {
@@ -155,11 +159,14 @@ impl Sequencer {
             store,
             config,
             submissions: submissions_tx,
-            head: head_rx,
+            fanout,
             writer: status_rx,
             shutdown,
         };
-        (sequencer, vec![tracker, writer_task, health_task])
+        (
+            sequencer,
+            vec![tracker, writer_task, fanout_task, health_task],
+        )
     }
 
     /// This sequencer's writer index while online.

@@ -204,7 +204,9 @@ impl Writer {
             }
             events.push(event);
         }
-        let watermark = self.last_ts;
+        // The batch raises the watermark as far as a bump would, so other writers' events that
+        // wait on this writer need no bump of their own.
+        let watermark = self.bump_target();
         match self
             .store
             .write_events(index, self.session, watermark, &events)
@@ -222,7 +224,7 @@ impl Writer {
                 }
             }
             Err(e) => {
-                self.failed(&e);
+                self.failed(&e, watermark);
                 for s in batch {
                     let _ = s.reply.send(Err(SendError::Unavailable(e.to_string())));
                 }
@@ -232,13 +234,7 @@ impl Writer {
 
     async fn bump(&mut self) {
         let Some(index) = self.index else { return };
-        // Never below another writer's latest event: that is what readers wait for, and a clock
-        // slightly behind the other writer's must not keep them waiting.
-        let waited_for = self.head.borrow().max_event_ts;
-        let watermark = now_us()
-            .max(self.watermark)
-            .max(self.last_ts)
-            .max(waited_for);
+        let watermark = self.bump_target();
         match self
             .store
             .write_events(index, self.session, watermark, &[])
@@ -251,10 +247,22 @@ impl Writer {
                 }
             }
             Err(e) => {
-                self.failed(&e);
+                self.failed(&e, watermark);
                 self.next_heartbeat = Instant::now() + self.heartbeat();
             }
         }
+    }
+
+    /// How far the next commit raises the watermark: to the clock, past this writer's own
+    /// events, and never below another writer's latest event, which is what readers wait for (a
+    /// clock slightly behind the other writer's must not keep them waiting). Later timestamps are
+    /// above it, so the promise holds.
+    fn bump_target(&self) -> i64 {
+        let waited_for = self.head.borrow().max_event_ts;
+        now_us()
+            .max(self.watermark)
+            .max(self.last_ts)
+            .max(waited_for)
     }
 
     /// After a commit: the watermark moved, the heartbeat starts over, and the head tracker
@@ -270,7 +278,10 @@ impl Writer {
         });
     }
 
-    fn failed(&mut self, e: &WriteError) {
+    /// After a write of `watermark` failed. Its outcome may be unknown (committed, then the
+    /// connection dropped): later timestamps stay above it either way.
+    fn failed(&mut self, e: &WriteError, watermark: i64) {
+        self.last_ts = self.last_ts.max(watermark);
         match e {
             WriteError::Offline => {
                 tracing::warn!(index = ?self.index, "peers marked this writer offline; rejoining");
@@ -280,8 +291,6 @@ impl Writer {
             WriteError::Store(e) => {
                 tracing::warn!(error = %e, "sequencer write failed");
                 self.publish(self.index, Some(format!("database unreachable: {e}")));
-                // A write whose outcome is unknown must not be followed by lower timestamps:
-                // `last_ts` already moved past it.
             }
         }
     }

@@ -283,7 +283,9 @@ impl Store {
         let sql = "SELECT m.max_ts, w.idx, w.session, w.watermark_us \
                    FROM (SELECT MAX(ts) AS max_ts FROM sequencer_events) AS m \
                    LEFT JOIN sequencer_writers AS w ON w.online";
-        let rows: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = match self.db() {
+        // The latest event, then one writer per row (all NULL when none is online).
+        type Row4 = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+        let rows: Vec<Row4> = match self.db() {
             Db::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await?,
             Db::Postgres { pool, .. } => sqlx::query_as(sql).fetch_all(pool).await?,
         };
@@ -316,35 +318,64 @@ impl Store {
             "SELECT e.ts, e.sender, e.message_id, e.recipients, e.payload, e.error_code, e.error_message \
              FROM sequencer_deliveries d JOIN sequencer_events e ON e.ts = d.ts \
              WHERE d.member IN ($1, '*') AND d.ts > $2 AND d.ts <= $3 ORDER BY d.ts LIMIT $4");
-        macro_rules! fetch {
-            ($pool:expr) => {
-                sqlx::query(sql)
-                    .bind(member)
-                    .bind(after)
-                    .bind(up_to)
-                    .bind(limit)
-                    .fetch_all($pool)
-                    .await?
-                    .iter()
-                    .map(|r| {
-                        let recipients: String = r.get(3);
-                        let code: Option<String> = r.get(5);
-                        let message: Option<String> = r.get(6);
-                        StoredEvent {
-                            ts: r.get(0),
-                            sender: r.get(1),
-                            message_id: r.get(2),
-                            recipients: serde_json::from_str(&recipients).unwrap_or_default(),
-                            payload: r.get(4),
-                            error: code.map(|c| (c, message.unwrap_or_default())),
-                        }
-                    })
-                    .collect()
-            };
-        }
         Ok(match self.db() {
-            Db::Sqlite(p) => fetch!(p),
-            Db::Postgres { pool, .. } => fetch!(pool),
+            Db::Sqlite(p) => sqlx::query(sql)
+                .bind(member)
+                .bind(after)
+                .bind(up_to)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(stored_event)
+                .collect(),
+            Db::Postgres { pool, .. } => sqlx::query(sql)
+                .bind(member)
+                .bind(after)
+                .bind(up_to)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(stored_event)
+                .collect(),
+        })
+    }
+
+    /// Every event with `after < ts <= up_to`, whoever reads it, oldest first, at most `limit`:
+    /// what a sequencer reads once and fans out to the subscriptions it serves.
+    pub async fn events_between(
+        &self,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql = q!(
+            self.db(),
+            "SELECT ts, sender, message_id, recipients, payload, error_code, error_message \
+             FROM sequencer_events WHERE ts > ?1 AND ts <= ?2 ORDER BY ts LIMIT ?3",
+            "SELECT ts, sender, message_id, recipients, payload, error_code, error_message \
+             FROM sequencer_events WHERE ts > $1 AND ts <= $2 ORDER BY ts LIMIT $3"
+        );
+        Ok(match self.db() {
+            Db::Sqlite(p) => sqlx::query(sql)
+                .bind(after)
+                .bind(up_to)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(stored_event)
+                .collect(),
+            Db::Postgres { pool, .. } => sqlx::query(sql)
+                .bind(after)
+                .bind(up_to)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(stored_event)
+                .collect(),
         })
     }
 
@@ -411,7 +442,6 @@ impl Store {
     }
 }
 
-/// Who reads an event: its recipients and its sender, or only the sender for an error.
 /// Who reads an event: its recipients and its sender; a broadcast is read by everyone through its
 /// one `*` row.
 fn readers(e: &NewEvent) -> std::collections::BTreeSet<&str> {
@@ -426,6 +456,41 @@ fn readers(e: &NewEvent) -> std::collections::BTreeSet<&str> {
             .map(String::as_str)
             .chain(sender)
             .collect()
+    }
+}
+
+impl StoredEvent {
+    /// Whether `member` reads this event: as [`readers`] decided when it was written.
+    pub fn is_for(&self, member: &str) -> bool {
+        self.sender == member
+            || (self.error.is_none()
+                && self
+                    .recipients
+                    .iter()
+                    .any(|r| r == member || r == BROADCAST))
+    }
+}
+
+/// Columns `ts, sender, message_id, recipients, payload, error_code, error_message`.
+fn stored_event<R: Row>(r: &R) -> StoredEvent
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let recipients: String = r.get(3);
+    let code: Option<String> = r.get(5);
+    let message: Option<String> = r.get(6);
+    StoredEvent {
+        ts: r.get(0),
+        sender: r.get(1),
+        message_id: r.get(2),
+        recipients: serde_json::from_str(&recipients).unwrap_or_default(),
+        payload: r.get(4),
+        error: code.map(|c| (c, message.unwrap_or_default())),
     }
 }
 
