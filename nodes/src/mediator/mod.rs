@@ -124,6 +124,10 @@ struct Outgoing {
     request_ts: i64,
     recipients: Vec<String>,
     payload: Vec<u8>,
+    /// Set for a verdict sent before the transaction that decided it committed: becomes true
+    /// once it did. The verdict is marked sent only then (the row may not exist before), and
+    /// not at all if the sender is dropped first.
+    committed: Option<watch::Receiver<bool>>,
 }
 
 impl Mediator {
@@ -265,8 +269,12 @@ impl Mediator {
         result
     }
 
-    /// Processes a batch of events in one fenced transaction with the cursor; the verdicts
-    /// decided go out once it committed.
+    /// Processes a batch of events in one fenced transaction with the cursor. The verdicts
+    /// decided go out before it commits, so the participants' wait does not include it: a
+    /// verdict decided by events follows from them in sequencer order alone, so a replica that
+    /// processes them again after a crash or failover decides the same verdict under the same
+    /// message id, which the sequencer refuses as a duplicate. (A timeout verdict depends on the
+    /// clock too; it goes out after its transaction, see `time_out`.)
     async fn on_events(
         &self,
         fence: &Fence,
@@ -284,13 +292,17 @@ impl Mediator {
             self.on_event(&mut db, topology, pending, event, &mut decided)
                 .await?;
         }
-        db.set_member_cursor(&self.0.node, last).await?;
-        db.commit().await?;
+        let (committed, when_committed) = watch::channel(false);
         for p in decided {
             if let Some(payload) = p.row.verdict.clone() {
-                let _ = out.send(outgoing(&p, payload));
+                let mut v = outgoing(&p, payload);
+                v.committed = Some(when_committed.clone());
+                let _ = out.send(v);
             }
         }
+        db.set_member_cursor(&self.0.node, last).await?;
+        db.commit().await?;
+        committed.send_replace(true);
         Ok(())
     }
 
@@ -444,6 +456,7 @@ fn outgoing(p: &Pending, payload: Vec<u8>) -> Outgoing {
         request_ts: p.row.request_ts,
         recipients: p.aggregation.recipients.iter().cloned().collect(),
         payload,
+        committed: None,
     }
 }
 
@@ -509,6 +522,11 @@ async fn send_verdict(
                         () = tokio::time::sleep(Duration::from_millis(200)) => {}
                     }
                 }
+            }
+        }
+        if let Some(mut committed) = v.committed {
+            if committed.wait_for(|c| *c).await.is_err() {
+                return;
             }
         }
         let marked = async {

@@ -447,7 +447,7 @@ impl Participant {
                                 Err(_) => break,
                             }
                         }
-                        self.on_events(batch).await
+                        self.on_events(&member, batch).await
                     }
                     None => return,
                 },
@@ -464,9 +464,14 @@ impl Participant {
         }
     }
 
-    /// Processes a batch of events in one fenced transaction with the cursor.
+    /// Processes a batch of events in one fenced transaction with the cursor. The confirmation
+    /// responses go out before that transaction commits, so the mediator's wait does not include
+    /// it: a response follows from the events in sequencer order alone, so a replica that
+    /// processes the same events again after a crash or failover decides the same responses,
+    /// under the same message ids, which the sequencer refuses as duplicates.
     async fn on_events(
         &self,
+        member: &Member,
         events: Vec<tandem_proto::sequencer::v1::SequencedEvent>,
     ) -> Result<Effects, StoreError> {
         let mut effects = Effects::default();
@@ -481,6 +486,7 @@ impl Participant {
         for event in events {
             self.on_event(engine, &mut db, event, &mut effects).await?;
         }
+        send_responses(member, std::mem::take(&mut effects.responses));
         db.set_member_cursor(&self.0.node, last).await?;
         db.commit().await?;
         let committed = now_us();
@@ -607,7 +613,8 @@ impl Participant {
         db.commit().await.map_err(unavailable)
     }
 
-    /// After an event's transaction committed: send the responses, wake the waiters.
+    /// After an event's transaction committed: record the phases, send what responses are
+    /// left, wake the waiters.
     fn apply(&self, member: &Member, effects: Effects) {
         if let Some(h) = &self.0.settings.phase_seconds {
             for (phase, us) in &effects.phases {
@@ -615,14 +622,7 @@ impl Participant {
                     .observe(us.max(&0).to_owned() as f64 / 1e6);
             }
         }
-        for (message_id, mediator, payload) in effects.responses {
-            let member = member.clone();
-            tokio::spawn(async move {
-                if let Err(s) = member.send(&message_id, &[mediator], payload).await {
-                    tracing::warn!(status = %s, message_id, "confirmation response not sent");
-                }
-            });
-        }
+        send_responses(member, effects.responses);
         let mut waiters = self.0.waiters.lock().unwrap_or_else(|e| e.into_inner());
         for c in effects.completions {
             for w in waiters.remove(&c.change_id).unwrap_or_default() {
@@ -952,5 +952,17 @@ fn not_completed(f: &InFlight, code: &str, message: &str, at_us: i64) -> Complet
         update_id: String::new(),
         ledger_offset: 0,
         record_time_us: at_us,
+    }
+}
+
+/// Sends confirmation responses to their mediators, each in a task of its own.
+fn send_responses(member: &Member, responses: Vec<(String, String, Vec<u8>)>) {
+    for (message_id, mediator, payload) in responses {
+        let member = member.clone();
+        tokio::spawn(async move {
+            if let Err(s) = member.send(&message_id, &[mediator], payload).await {
+                tracing::warn!(status = %s, message_id, "confirmation response not sent");
+            }
+        });
     }
 }

@@ -146,6 +146,12 @@ pub async fn run_while_active<F, Fut>(
                         if let Err(e) = ended {
                             tracing::error!(error = %e, "active session failed");
                         }
+                        if shutdown.is_cancelled() {
+                            // It ended because of the shutdown, which this select saw second.
+                            // Set: the finished task is not awaited again below.
+                            restart_at = Some(tokio::time::Instant::now());
+                            break;
+                        }
                         tracing::warn!(epoch, "the active session ended by itself; starting it again");
                         restart_at = Some(tokio::time::Instant::now() + restart_after);
                     }
