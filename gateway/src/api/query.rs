@@ -77,12 +77,16 @@ pub async fn query(
         ));
     }
     policy::check_read_as(&rights, &parties, "parties")?;
-    let (query, hash) = check(&state, &body)?;
+    let query = check(&state, &body)?;
+    // Only a query that pages needs the hash its page tokens bind to.
     let token = body
         .page_token
         .as_deref()
         .filter(|t| !t.is_empty())
-        .map(|t| page::PageToken::decode(t, &hash).map_err(|e| ApiError::field("pageToken", e)))
+        .map(|t| {
+            page::PageToken::decode(t, &token_hash(&body))
+                .map_err(|e| ApiError::field("pageToken", e))
+        })
         .transpose()?;
     if body.offset.is_some_and(|o| o < 0) {
         return Err(ApiError::field("offset", "must not be negative"));
@@ -106,14 +110,16 @@ pub async fn query(
         contracts: result.contracts,
         next_page_token: result
             .next
-            .map(|(offset, cid)| page::PageToken::new(offset, &cid, read_at, &hash).encode())
+            .map(|(offset, cid)| {
+                page::PageToken::new(offset, &cid, read_at, &token_hash(&body)).encode()
+            })
             .unwrap_or_default(),
         offset: read_at,
     }))
 }
 
-/// Validates the request's query parts and hashes the ones a page token binds to.
-fn check(state: &SharedState, body: &QueryRequest) -> Result<(Query, String), ApiError> {
+/// Validates the request's query parts.
+fn check(state: &SharedState, body: &QueryRequest) -> Result<Query, ApiError> {
     for (i, t) in body.template_ids.iter().enumerate() {
         if template::split(t).is_none() {
             return Err(ApiError::field(
@@ -138,20 +144,21 @@ fn check(state: &SharedState, body: &QueryRequest) -> Result<(Query, String), Ap
         }
         Some(n) => n,
     };
+    Ok(Query {
+        template_ids: body.template_ids.clone(),
+        predicate,
+        page_size: page_size as usize,
+        after: None,
+    })
+}
+
+/// The hash of the query parts a page token binds to.
+fn token_hash(body: &QueryRequest) -> String {
     let mut templates = body.template_ids.clone();
     templates.sort();
     let mut parties = body.parties.clone();
     parties.sort();
-    let hash = page::query_hash(&serde_json::json!({
+    page::query_hash(&serde_json::json!({
         "templateIds": templates, "parties": parties, "filter": body.filter,
-    }));
-    Ok((
-        Query {
-            template_ids: body.template_ids.clone(),
-            predicate,
-            page_size: page_size as usize,
-            after: None,
-        },
-        hash,
-    ))
+    }))
 }
