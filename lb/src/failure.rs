@@ -70,17 +70,17 @@ impl Failure {
         }
     }
 
-    /// The stable error code and title of the problem document HTTP clients get.
-    pub fn problem(self) -> (&'static str, &'static str) {
+    /// The stable error code of the problem document HTTP clients get.
+    pub fn code(self) -> &'static str {
         match self {
-            Failure::NoServer => ("LB_NO_SERVER", "Service Unavailable"),
-            Failure::ConnectFailed => ("LB_CONNECT_FAILED", "Bad Gateway"),
-            Failure::BadUpstream => ("LB_BAD_UPSTREAM", "Bad Gateway"),
-            Failure::UpstreamTimeout => ("LB_UPSTREAM_TIMEOUT", "Gateway Timeout"),
-            Failure::ClientTimeout => ("LB_REQUEST_TIMEOUT", "Request Timeout"),
-            Failure::BadRequest => ("LB_BAD_REQUEST", "Bad Request"),
-            Failure::HeaderTooLarge => ("LB_HEADER_TOO_LARGE", "Request Header Fields Too Large"),
-            Failure::ClientGone | Failure::Internal => ("LB_INTERNAL", "Internal Server Error"),
+            Failure::NoServer => "LB_NO_SERVER",
+            Failure::ConnectFailed => "LB_CONNECT_FAILED",
+            Failure::BadUpstream => "LB_BAD_UPSTREAM",
+            Failure::UpstreamTimeout => "LB_UPSTREAM_TIMEOUT",
+            Failure::ClientTimeout => "LB_REQUEST_TIMEOUT",
+            Failure::BadRequest => "LB_BAD_REQUEST",
+            Failure::HeaderTooLarge => "LB_HEADER_TOO_LARGE",
+            Failure::ClientGone | Failure::Internal => "LB_INTERNAL",
         }
     }
 
@@ -155,7 +155,11 @@ pub async fn respond(session: &mut Session, failure: Failure, grpc: bool) -> u16
 /// have, so HTTP clients parse one kind of error), on a connection that then closes.
 async fn problem(session: &mut Session, failure: Failure) -> pingora::Result<()> {
     let status = failure.status();
-    let (code, title) = failure.problem();
+    let code = failure.code();
+    let title = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Internal Server Error");
     let body = serde_json::json!({
         "type": format!("urn:tandem:error:{code}"),
         "title": title,

@@ -46,7 +46,6 @@ pub fn router() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The `?limit=` of a list request, bounded by `max_list_items`.
 /// A 400 naming `field` when `offset` lies beyond the ledger end `end`.
 pub fn within_ledger_end(field: &str, offset: i64, end: i64) -> Result<(), ApiError> {
     if offset > end {
@@ -58,6 +57,7 @@ pub fn within_ledger_end(field: &str, offset: i64, end: i64) -> Result<(), ApiEr
     Ok(())
 }
 
+/// The `?limit=` of a list request, bounded by `max_list_items`.
 pub fn limit(state: &SharedState, asked: Option<u64>) -> Result<usize, ApiError> {
     let max = state.max_items();
     match asked {

@@ -498,6 +498,8 @@ async fn send_verdicts(
     while sending.join_next().await.is_some() {}
 }
 
+/// Sends one verdict until the sequencer has it, then marks it sent (for a verdict sent early,
+/// once its transaction committed).
 async fn send_verdict(
     member: &Member,
     store: &Store,
@@ -506,37 +508,35 @@ async fn send_verdict(
     v: Outgoing,
     stop: &CancellationToken,
 ) {
-    {
-        let message_id = format!("verdict-{}", v.request_ts);
-        loop {
-            let sent = tokio::select! {
-                () = stop.cancelled() => return,
-                s = member.send(&message_id, &v.recipients, v.payload.clone()) => s,
-            };
-            match sent {
-                Ok(Sent::At(_) | Sent::AlreadySequenced) => break,
-                Err(s) => {
-                    tracing::warn!(request_ts = v.request_ts, status = %s, "verdict not sent; retrying");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    }
+    let message_id = format!("verdict-{}", v.request_ts);
+    loop {
+        let sent = tokio::select! {
+            () = stop.cancelled() => return,
+            s = member.send(&message_id, &v.recipients, v.payload.clone()) => s,
+        };
+        match sent {
+            Ok(Sent::At(_) | Sent::AlreadySequenced) => break,
+            Err(s) => {
+                tracing::warn!(request_ts = v.request_ts, status = %s, "verdict not sent; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
             }
         }
-        if let Some(mut committed) = v.committed {
-            if committed.wait_for(|c| *c).await.is_err() {
-                return;
-            }
+    }
+    if let Some(mut committed) = v.committed {
+        if committed.wait_for(|c| *c).await.is_err() {
+            return;
         }
-        let marked = async {
-            let mut db = store.begin_fenced(fence).await?;
-            db.mark_verdict_sent(node, v.request_ts).await?;
-            db.commit().await
-        };
-        if let Err(e) = marked.await {
-            tracing::warn!(request_ts = v.request_ts, error = %e, "cannot mark the verdict sent");
-        }
+    }
+    let marked = async {
+        let mut db = store.begin_fenced(fence).await?;
+        db.mark_verdict_sent(node, v.request_ts).await?;
+        db.commit().await
+    };
+    if let Err(e) = marked.await {
+        tracing::warn!(request_ts = v.request_ts, error = %e, "cannot mark the verdict sent");
     }
 }
 

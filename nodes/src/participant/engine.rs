@@ -106,10 +106,12 @@ pub struct Engine {
     pub parties: BTreeSet<String>,
 }
 
-/// What a processed event asks the caller to do once its transaction committed.
+/// What a processed event asks the caller to do: the responses at once, the rest once its
+/// transaction committed.
 #[derive(Default)]
 pub struct Effects {
-    /// Responses to send: (message id, the mediator, payload).
+    /// Responses to send: (message id, the mediator, payload); they need not wait for the
+    /// commit (see `Participant::on_events`).
     pub responses: Vec<(String, String, Vec<u8>)>,
     pub completions: Vec<CompletionBody>,
     pub ledger_end_moved: bool,

@@ -454,7 +454,7 @@ impl Participant {
                 _ = tick.tick() => self.expire_unsequenced().await,
             };
             match effects {
-                Ok(effects) => self.apply(&member, effects),
+                Ok(effects) => self.apply(effects),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot record an event; leaving the synchronizer");
                     stop.cancel();
@@ -613,16 +613,15 @@ impl Participant {
         db.commit().await.map_err(unavailable)
     }
 
-    /// After an event's transaction committed: record the phases, send what responses are
-    /// left, wake the waiters.
-    fn apply(&self, member: &Member, effects: Effects) {
+    /// After an event's transaction committed: record the phases, wake the waiters. (The
+    /// confirmation responses went out before it committed, see `on_events`.)
+    fn apply(&self, effects: Effects) {
         if let Some(h) = &self.0.settings.phase_seconds {
             for (phase, us) in &effects.phases {
                 h.with_label_values(&[phase])
-                    .observe(us.max(&0).to_owned() as f64 / 1e6);
+                    .observe((*us).max(0) as f64 / 1e6);
             }
         }
-        send_responses(member, effects.responses);
         let mut waiters = self.0.waiters.lock().unwrap_or_else(|e| e.into_inner());
         for c in effects.completions {
             for w in waiters.remove(&c.change_id).unwrap_or_default() {
@@ -898,7 +897,7 @@ impl Participant {
                     }
                 }
                 drop(guard);
-                self.apply(&member, effects);
+                self.apply(effects);
                 Err(error(
                     tonic::Code::Unavailable,
                     "SUBMISSION_NOT_SEQUENCED",

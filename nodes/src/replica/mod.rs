@@ -130,9 +130,9 @@ pub async fn run_while_active<F, Fut>(
         };
         if let Some(epoch) = epoch {
             let stop = shutdown.child_token();
-            let mut task = tokio::spawn(session(epoch, stop.clone()));
-            // Set while a session that ended by itself waits to be started again.
-            let mut restart_at: Option<tokio::time::Instant> = None;
+            // The running session; None once it ended by itself, until `restart_at`.
+            let mut task = Some(tokio::spawn(session(epoch, stop.clone())));
+            let mut restart_at = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -142,31 +142,30 @@ pub async fn run_while_active<F, Fut>(
                             break;
                         }
                     }
-                    ended = &mut task, if restart_at.is_none() => {
+                    ended = async {
+                        match task.as_mut() {
+                            Some(running) => running.await,
+                            None => std::future::pending().await,
+                        }
+                    }, if task.is_some() => {
+                        task = None;
                         if let Err(e) = ended {
                             tracing::error!(error = %e, "active session failed");
                         }
                         if shutdown.is_cancelled() {
                             // It ended because of the shutdown, which this select saw second.
-                            // Set: the finished task is not awaited again below.
-                            restart_at = Some(tokio::time::Instant::now());
                             break;
                         }
                         tracing::warn!(epoch, "the active session ended by itself; starting it again");
-                        restart_at = Some(tokio::time::Instant::now() + restart_after);
+                        restart_at = tokio::time::Instant::now() + restart_after;
                     }
-                    () = async {
-                        if let Some(at) = restart_at {
-                            tokio::time::sleep_until(at).await;
-                        }
-                    }, if restart_at.is_some() => {
-                        restart_at = None;
-                        task = tokio::spawn(session(epoch, stop.clone()));
+                    () = tokio::time::sleep_until(restart_at), if task.is_none() => {
+                        task = Some(tokio::spawn(session(epoch, stop.clone())));
                     }
                 }
             }
             stop.cancel();
-            if restart_at.is_none() {
+            if let Some(task) = task {
                 if let Err(e) = task.await {
                     tracing::error!(error = %e, "active session failed");
                 }
@@ -200,7 +199,9 @@ mod tests {
 
     /// A session that ends by itself is started again while the replica stays active, and no
     /// more once it is passive.
-    #[tokio::test]
+    // A paused clock: the waits below advance it only once every task is idle, so they are
+    // deterministic.
+    #[tokio::test(start_paused = true)]
     async fn a_session_that_ends_by_itself_is_restarted_while_active() {
         let (tx, rx) = watch::channel(active(1));
         let started = Arc::new(AtomicUsize::new(0));

@@ -204,16 +204,8 @@ impl Writer {
             }
             events.push(event);
         }
-        // The batch raises the watermark as far as a bump would, so other writers' events that
-        // wait on this writer need no bump of their own.
-        let watermark = self.bump_target();
-        match self
-            .store
-            .write_events(index, self.session, watermark, &events)
-            .await
-        {
+        match self.commit(index, &events).await {
             Ok(outcomes) => {
-                self.committed(index, watermark, events.iter().map(|e| e.ts).max());
                 for ((s, e), outcome) in batch.into_iter().zip(&events).zip(outcomes) {
                     let result = match (outcome, &e.error) {
                         (Outcome::Duplicate, _) => Err(SendError::Duplicate(e.message_id.clone())),
@@ -224,7 +216,6 @@ impl Writer {
                 }
             }
             Err(e) => {
-                self.failed(&e, watermark);
                 for s in batch {
                     let _ = s.reply.send(Err(SendError::Unavailable(e.to_string())));
                 }
@@ -234,23 +225,40 @@ impl Writer {
 
     async fn bump(&mut self) {
         let Some(index) = self.index else { return };
+        let _ = self.commit(index, &[]).await;
+    }
+
+    /// Writes `events` (none for a bump) and raises the watermark as far as a bump would, so
+    /// other writers' events that wait on this writer need no bump of their own. After the
+    /// commit the head tracker learns the new watermark without a query and the heartbeat
+    /// starts over; a failure is published as this writer's problem.
+    async fn commit(
+        &mut self,
+        index: u32,
+        events: &[NewEvent],
+    ) -> Result<Vec<Outcome>, WriteError> {
         let watermark = self.bump_target();
-        match self
+        let written = self
             .store
-            .write_events(index, self.session, watermark, &[])
-            .await
-        {
+            .write_events(index, self.session, watermark, events)
+            .await;
+        self.next_heartbeat = Instant::now() + self.heartbeat();
+        match &written {
             Ok(_) => {
-                self.committed(index, watermark, None);
+                self.watermark = watermark;
+                let _ = self.signals.send(Signal::Wrote {
+                    index,
+                    session: self.session,
+                    watermark,
+                    max_ts: events.iter().map(|e| e.ts).max().unwrap_or(0),
+                });
                 if self.status.borrow().problem.is_some() {
                     self.publish(Some(index), None);
                 }
             }
-            Err(e) => {
-                self.failed(&e, watermark);
-                self.next_heartbeat = Instant::now() + self.heartbeat();
-            }
+            Err(e) => self.failed(e, watermark),
         }
+        written
     }
 
     /// How far the next commit raises the watermark: to the clock, past this writer's own
@@ -263,19 +271,6 @@ impl Writer {
             .max(self.watermark)
             .max(self.last_ts)
             .max(waited_for)
-    }
-
-    /// After a commit: the watermark moved, the heartbeat starts over, and the head tracker
-    /// learns the new watermark without a query.
-    fn committed(&mut self, index: u32, watermark: i64, max_ts: Option<i64>) {
-        self.watermark = watermark;
-        self.next_heartbeat = Instant::now() + self.heartbeat();
-        let _ = self.signals.send(Signal::Wrote {
-            index,
-            session: self.session,
-            watermark,
-            max_ts: max_ts.unwrap_or(0),
-        });
     }
 
     /// After a write of `watermark` failed. Its outcome may be unknown (committed, then the

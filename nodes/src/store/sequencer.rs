@@ -5,7 +5,6 @@
 
 use super::{Db, Store, StoreError};
 use crate::topology::BROADCAST;
-use sqlx::Row;
 
 /// One message to sequence, as the writer hands it to the store.
 #[derive(Debug, Clone)]
@@ -280,15 +279,16 @@ impl Store {
     /// What readers compute their head from: every online writer's index, session and
     /// watermark, and the latest event timestamp.
     pub async fn sequencer_head_state(&self) -> Result<HeadState, StoreError> {
-        let sql = "SELECT m.max_ts, w.idx, w.session, w.watermark_us \
-                   FROM (SELECT MAX(ts) AS max_ts FROM sequencer_events) AS m \
-                   LEFT JOIN sequencer_writers AS w ON w.online";
         // The latest event, then one writer per row (all NULL when none is online).
         type Row4 = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
-        let rows: Vec<Row4> = match self.db() {
-            Db::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await?,
-            Db::Postgres { pool, .. } => sqlx::query_as(sql).fetch_all(pool).await?,
-        };
+        let rows = super::sql::fetch!(
+            self,
+            fetch_all,
+            Row4,
+            "SELECT m.max_ts, w.idx, w.session, w.watermark_us \
+             FROM (SELECT MAX(ts) AS max_ts FROM sequencer_events) AS m \
+             LEFT JOIN sequencer_writers AS w ON w.online"
+        );
         let mut state = HeadState::default();
         for (max_ts, idx, session, watermark) in rows {
             state.max_event_ts = max_ts.unwrap_or(0);
@@ -311,35 +311,19 @@ impl Store {
         up_to: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = q!(self.db(),
+        let rows = super::sql::fetch!(
+            self,
+            fetch_all,
+            EventRow,
             "SELECT e.ts, e.sender, e.message_id, e.recipients, e.payload, e.error_code, e.error_message \
              FROM sequencer_deliveries d JOIN sequencer_events e ON e.ts = d.ts \
-             WHERE d.member IN (?1, '*') AND d.ts > ?2 AND d.ts <= ?3 ORDER BY d.ts LIMIT ?4",
-            "SELECT e.ts, e.sender, e.message_id, e.recipients, e.payload, e.error_code, e.error_message \
-             FROM sequencer_deliveries d JOIN sequencer_events e ON e.ts = d.ts \
-             WHERE d.member IN ($1, '*') AND d.ts > $2 AND d.ts <= $3 ORDER BY d.ts LIMIT $4");
-        Ok(match self.db() {
-            Db::Sqlite(p) => sqlx::query(sql)
-                .bind(member)
-                .bind(after)
-                .bind(up_to)
-                .bind(limit)
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(stored_event)
-                .collect(),
-            Db::Postgres { pool, .. } => sqlx::query(sql)
-                .bind(member)
-                .bind(after)
-                .bind(up_to)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(stored_event)
-                .collect(),
-        })
+             WHERE d.member IN ($1, '*') AND d.ts > $2 AND d.ts <= $3 ORDER BY d.ts LIMIT $4",
+            member,
+            after,
+            up_to,
+            limit
+        );
+        Ok(rows.into_iter().map(stored_event).collect())
     }
 
     /// Every event with `after < ts <= up_to`, whoever reads it, oldest first, at most `limit`:
@@ -350,33 +334,17 @@ impl Store {
         up_to: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = q!(
-            self.db(),
+        let rows = super::sql::fetch!(
+            self,
+            fetch_all,
+            EventRow,
             "SELECT ts, sender, message_id, recipients, payload, error_code, error_message \
-             FROM sequencer_events WHERE ts > ?1 AND ts <= ?2 ORDER BY ts LIMIT ?3",
-            "SELECT ts, sender, message_id, recipients, payload, error_code, error_message \
-             FROM sequencer_events WHERE ts > $1 AND ts <= $2 ORDER BY ts LIMIT $3"
+             FROM sequencer_events WHERE ts > $1 AND ts <= $2 ORDER BY ts LIMIT $3",
+            after,
+            up_to,
+            limit
         );
-        Ok(match self.db() {
-            Db::Sqlite(p) => sqlx::query(sql)
-                .bind(after)
-                .bind(up_to)
-                .bind(limit)
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(stored_event)
-                .collect(),
-            Db::Postgres { pool, .. } => sqlx::query(sql)
-                .bind(after)
-                .bind(up_to)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(stored_event)
-                .collect(),
-        })
+        Ok(rows.into_iter().map(stored_event).collect())
     }
 
     /// The timestamp of `member`'s last event at or before `ts`, 0 if none.
@@ -471,25 +439,27 @@ impl StoredEvent {
     }
 }
 
-/// Columns `ts, sender, message_id, recipients, payload, error_code, error_message`.
-fn stored_event<R: Row>(r: &R) -> StoredEvent
-where
-    for<'c> &'c str: sqlx::ColumnIndex<R>,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let recipients: String = r.get(3);
-    let code: Option<String> = r.get(5);
-    let message: Option<String> = r.get(6);
+/// An event as its columns are read: `ts, sender, message_id, recipients, payload,
+/// error_code, error_message`.
+type EventRow = (
+    i64,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    Option<String>,
+    Option<String>,
+);
+
+fn stored_event(
+    (ts, sender, message_id, recipients, payload, code, message): EventRow,
+) -> StoredEvent {
     StoredEvent {
-        ts: r.get(0),
-        sender: r.get(1),
-        message_id: r.get(2),
+        ts,
+        sender,
+        message_id,
         recipients: serde_json::from_str(&recipients).unwrap_or_default(),
-        payload: r.get(4),
+        payload,
         error: code.map(|c| (c, message.unwrap_or_default())),
     }
 }
