@@ -39,6 +39,13 @@ modules:
 
 /// The Ledger API to test against, and what keeps an in-process one running.
 async fn ledger() -> Option<(String, Option<tandem_nodes::testing::Synchronizer>)> {
+    // Warnings (a ledger call failing without an error code, a replica losing its lease) go to
+    // the test's captured output, so a failing test shows why.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
     let external = std::env::var("TANDEM_GATEWAY_LEDGER")
         .ok()
         .filter(|url| !url.is_empty() && url != "inprocess");
