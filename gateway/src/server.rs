@@ -25,7 +25,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -103,15 +103,21 @@ pub fn app(state: SharedState) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
         // Never log tokens.
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
-        // One span per request, carrying the request id.
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &http::Request<Body>| {
-            let id = request
-                .headers()
-                .get(&REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
-        }))
+        // One span per request, carrying the request id. A 5xx is a warning, not an error: a
+        // `/readyz` 503 while the participant fails over is expected, and the gateway's own
+        // failures are logged as errors where they happen.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &http::Request<Body>| {
+                    let id = request
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                })
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         // Echo the request id on the response.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         // Browser apps: the configured origins only.
