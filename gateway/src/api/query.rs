@@ -78,16 +78,15 @@ pub async fn query(
     }
     policy::check_read_as(&rights, &parties, "parties")?;
     let query = check(&state, &body)?;
-    // Only a query that pages needs the hash its page tokens bind to.
-    let token = body
-        .page_token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            page::PageToken::decode(t, &token_hash(&body))
-                .map_err(|e| ApiError::field("pageToken", e))
-        })
-        .transpose()?;
+    // Only a query that pages needs the hash its page tokens bind to, and then once.
+    let mut hash: Option<String> = None;
+    let token = match body.page_token.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => Some(
+            page::PageToken::decode(t, hash.insert(token_hash(&body)))
+                .map_err(|e| ApiError::field("pageToken", e))?,
+        ),
+        None => None,
+    };
     if body.offset.is_some_and(|o| o < 0) {
         return Err(ApiError::field("offset", "must not be negative"));
     }
@@ -108,12 +107,13 @@ pub async fn query(
     let result = crate::query::run(&query, &entries, &names);
     Ok(Json(QueryResponse {
         contracts: result.contracts,
-        next_page_token: result
-            .next
-            .map(|(offset, cid)| {
-                page::PageToken::new(offset, &cid, read_at, &token_hash(&body)).encode()
-            })
-            .unwrap_or_default(),
+        next_page_token: match result.next {
+            Some((offset, cid)) => {
+                let hash = hash.get_or_insert_with(|| token_hash(&body));
+                page::PageToken::new(offset, &cid, read_at, hash).encode()
+            }
+            None => String::new(),
+        },
         offset: read_at,
     }))
 }

@@ -131,7 +131,7 @@ impl Sequencer {
 
 fn to_proto(e: &StoredEvent, member: &str, previous: i64) -> pb::SequencedEvent {
     let is_sender = e.sender == member;
-    let is_recipient = e.recipients.iter().any(|r| r == member || r == BROADCAST);
+    let is_recipient = e.addressed_to(member);
     pb::SequencedEvent {
         timestamp_us: e.ts,
         previous_timestamp_us: previous,
@@ -309,10 +309,8 @@ async fn deliver(
         {
             return;
         }
-        for event in batch.events.iter().filter(|e| e.ts > delivered_to) {
-            if !event.is_for(&member) {
-                continue;
-            }
+        let fresh = batch.events.iter().filter(|e| e.ts > delivered_to);
+        for event in fresh.filter(|e| e.is_for(&member)) {
             if tx
                 .send(Ok(to_proto(event, &member, previous)))
                 .await

@@ -428,14 +428,16 @@ fn readers(e: &NewEvent) -> std::collections::BTreeSet<&str> {
 }
 
 impl StoredEvent {
+    /// Whether the event names `member` among its recipients, directly or by broadcast.
+    pub fn addressed_to(&self, member: &str) -> bool {
+        self.recipients
+            .iter()
+            .any(|r| r == member || r == BROADCAST)
+    }
+
     /// Whether `member` reads this event: as [`readers`] decided when it was written.
     pub fn is_for(&self, member: &str) -> bool {
-        self.sender == member
-            || (self.error.is_none()
-                && self
-                    .recipients
-                    .iter()
-                    .any(|r| r == member || r == BROADCAST))
+        self.sender == member || (self.error.is_none() && self.addressed_to(member))
     }
 }
 
