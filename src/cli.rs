@@ -2,6 +2,7 @@
 
 use crate::commands;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -442,16 +443,19 @@ pub struct BenchSequencerArgs {
 }
 
 pub fn init_tracing(cli: &Cli) {
-    // Child replicas log at info to their log files; interactive commands stay quiet.
+    // Child replicas log at info to their log files; interactive commands stay quiet. Colours
+    // only on a terminal: log files and pipes get plain text (and `NO_COLOR` turns them off).
     let default = match cli.command {
         Command::Node(_) | Command::Lb(_) | Command::Gateway(_) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 }
 

@@ -249,6 +249,15 @@ async fn up_shows_one_active_per_node(extra: &[&str], storage: &str) {
             "replica pid {pid} outlived tandem up"
         );
     }
+    // Logs go to files, so they are plain text: no terminal colour codes.
+    let logs = std::path::Path::new(&data).join("logs");
+    let mut lines = 0;
+    for entry in std::fs::read_dir(&logs).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains('\u{1b}'), "colour codes in a log:\n{text}");
+        lines += text.lines().count();
+    }
+    assert!(lines > 0, "nothing logged in {}", logs.display());
 }
 
 #[tokio::test]
