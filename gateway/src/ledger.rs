@@ -52,6 +52,11 @@ impl LedgerClient {
         })
     }
 
+    /// How long a unary call may take.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
     /// A request carrying the context's metadata and the call timeout.
     pub fn request<T>(&self, message: T, ctx: &CallContext) -> tonic::Request<T> {
         self.request_with(message, ctx, Some(self.call_timeout))

@@ -24,6 +24,11 @@ pub struct Metrics {
     pub cache_evictions: IntCounter,
     pub cache_catch_ups: IntCounter,
     pub cache_failures: IntCounter,
+    ledger_end_observations: IntCounterVec,
+    /// Ledger-end observations answered on the `ObserveLedgerEnd` stream.
+    pub ledger_end_via_stream: IntCounter,
+    /// Ledger-end observations made with a `GetLedgerEnd` call (the stream had failed).
+    pub ledger_end_via_call: IntCounter,
     pub ws_streams: IntGauge,
 }
 
@@ -56,6 +61,14 @@ impl Metrics {
                 "Requests refused with 401, by reason",
             ),
             &["reason"],
+        )
+        .unwrap_or_else(unreachable_metric);
+        let ledger_end_observations = IntCounterVec::new(
+            Opts::new(
+                "tandem_gateway_ledger_end_observations_total",
+                "Ledger-end observations queries shared, by how they were made (stream or call)",
+            ),
+            &["via"],
         )
         .unwrap_or_else(unreachable_metric);
         let gauge =
@@ -94,6 +107,9 @@ impl Metrics {
                 "tandem_gateway_cache_failures_total",
                 "Failed attempts of the query cache to read from the ledger",
             ),
+            ledger_end_via_stream: ledger_end_observations.with_label_values(&["stream"]),
+            ledger_end_via_call: ledger_end_observations.with_label_values(&["call"]),
+            ledger_end_observations,
             ws_streams: gauge(
                 "tandem_gateway_websocket_streams",
                 "Websocket streams open now",
@@ -116,6 +132,7 @@ impl Metrics {
             Box::new(self.cache_evictions.clone()),
             Box::new(self.cache_catch_ups.clone()),
             Box::new(self.cache_failures.clone()),
+            Box::new(self.ledger_end_observations.clone()),
             Box::new(self.ws_streams.clone()),
         ];
         for c in collectors {

@@ -176,6 +176,18 @@ impl Gateway {
         )
     }
 
+    /// One sample's value on `/metrics` (0 when it is absent).
+    async fn metric(&self, sample: &str) -> f64 {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+        let uri = format!("http://{}/metrics", self.addr).parse().unwrap();
+        let response = client.get(uri).await.unwrap();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     async fn post(&self, path: &str, token: &str, body: &Value) -> Value {
         let (status, answer) = self
             .call(
@@ -304,8 +316,45 @@ pub async fn read_your_writes_through_two_instances(ledger_api: &str) {
         {"identifierFilter": {"TemplateFilter": {"value": {"templateId": template}}}}]}}}});
     let acs = b.post("/v2/state/active-contracts", &admin, &filter).await;
     assert_eq!(acs.as_array().unwrap().len(), 1, "{acs}");
+    // Every query observed the ledger end on the stream; none fell back to a call (nothing
+    // failed here).
+    assert!(b.metric(&observations("stream")).await >= 1.0);
+    assert_eq!(b.metric(&observations("call")).await, 0.0);
     a.stop().await;
     b.stop().await;
+}
+
+/// The `/metrics` sample counting ledger-end observations made `via` the stream or a call.
+fn observations(via: &str) -> String {
+    format!("tandem_gateway_ledger_end_observations_total{{via=\"{via}\"}}")
+}
+
+/// The participant ends a ledger-end stream when the token that opened it expires; the next
+/// query's observation then falls back to a call (under its own token), and the one after opens
+/// a new stream.
+pub async fn an_ended_ledger_end_stream_is_replaced(ledger_api: &str) {
+    let gw = Gateway::start(ledger_api).await;
+    let party = setup(&gw, "expiry").await;
+    let short = sign(&json!({"sub": user(), "scope": "daml_ledger_api", "exp": common::now() + 2}));
+    let body = json!({"templateIds": ["#gwtest:Note:Note"], "parties": [party]});
+    gw.post("/v2/query", &short, &body).await;
+    let counts = || async {
+        (
+            gw.metric(&observations("stream")).await,
+            gw.metric(&observations("call")).await,
+        )
+    };
+    assert_eq!(counts().await, (1.0, 0.0));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    query(&gw, &party, json!({})).await;
+    assert_eq!(
+        counts().await,
+        (1.0, 1.0),
+        "the ended stream was not replaced by a call"
+    );
+    query(&gw, &party, json!({})).await;
+    assert_eq!(counts().await, (2.0, 1.0), "no new stream");
+    gw.stop().await;
 }
 
 /// After a restart the cache is rebuilt from the ledger and agrees with its active contracts.
@@ -431,6 +480,7 @@ pub async fn websocket_resumes_without_gap_or_duplicate(ledger_api: &str) {
 async fn live_read_your_writes() {
     if let Some((l, _running)) = ledger().await {
         read_your_writes_through_two_instances(&l).await;
+        an_ended_ledger_end_stream_is_replaced(&l).await;
     }
 }
 

@@ -322,6 +322,25 @@ async fn ledger_flows(postgres: bool) {
     sync.stop().await.unwrap();
 }
 
+/// Opens an `ObserveLedgerEnd` stream: the sender asks, the stream answers.
+async fn observe_ledger_end(
+    c: &LedgerClient,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<tandem_proto::ledger::v2::GetLedgerEndRequest>,
+        tonic::Streaming<tandem_proto::ledger::v2::GetLedgerEndResponse>,
+    ),
+    tonic::Status,
+> {
+    let (asks, rx) = tokio::sync::mpsc::channel(4);
+    let answers = c
+        .state_client()
+        .observe_ledger_end(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok((asks, answers))
+}
+
 fn sign(claims: &serde_json::Value, secret: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -376,6 +395,38 @@ async fn bad_tokens_are_refused(sync: &Synchronizer, bank: &str) {
             .and_then(|v| v.to_str().ok());
         assert_eq!(got, Some(reason), "{what}: {err:?}");
     }
+    // The ledger end stream: refused at open for a bad token, like any call.
+    let bad = LedgerClient::connect_lazy(&api, "participant_admin", "abc").unwrap();
+    let err = observe_ledger_end(&bad).await.err().unwrap();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    // A valid token that expires in two seconds: every ask is answered with the ledger end as
+    // the ask arrives; then the stream ends, UNAUTHENTICATED.
+    let soon = sign(&user(now + 2), TEST_JWT_SECRET);
+    let admin = LedgerClient::connect_lazy(&api, "participant_admin", &soon).unwrap();
+    let (asks, mut answers) = observe_ledger_end(&admin).await.unwrap();
+    let ask = || asks.try_send(tandem_proto::ledger::v2::GetLedgerEndRequest {});
+    let end = admin.ledger_end().await.unwrap();
+    ask().unwrap();
+    assert_eq!(answers.message().await.unwrap().unwrap().offset, end);
+    let c = ledger_client(&api, "participant_admin").unwrap();
+    c.submit_and_wait(c.commands(
+        "observed-1",
+        &[bank.to_string()],
+        vec![LedgerClient::create(IOU, &iou(bank, bank, "2.0"))],
+    ))
+    .await
+    .unwrap();
+    ask().unwrap();
+    let later = answers.message().await.unwrap().unwrap().offset;
+    assert!(later > end, "the create moved the end past {end}: {later}");
+    assert_eq!(later, c.ledger_end().await.unwrap());
+    let ended = tokio::time::timeout(Duration::from_secs(10), answers.message())
+        .await
+        .expect("the stream outlived its token");
+    let err = ended.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("expired"), "{err:?}");
+
     // A legacy custom-claims token: its rights, no more (no admin, only `bank`).
     let claims = json!({
         "https://daml.com/ledger-api": {"actAs": [bank], "applicationId": "bank-app"},

@@ -1,12 +1,21 @@
 //! Observing the ledger end for many queries at once. A query must read at least the ledger end
 //! as of its start, so it joins the next observation that begins after it arrived, never one
-//! already in flight; concurrent queries then share one `GetLedgerEnd` call instead of making
-//! one each. At most one call is in flight; the queries that arrive meanwhile form the next
-//! batch.
+//! already in flight; concurrent queries then share one observation instead of making one each.
+//! At most one observation is in flight; the queries that arrive meanwhile form the next batch.
+//!
+//! An observation is one message each way on a long-lived `ObserveLedgerEnd` stream (the
+//! participant reads its ledger end when the message arrives), which costs both sides far less
+//! than a `GetLedgerEnd` call. The stream is opened with the credentials of the caller whose
+//! batch finds none open; when it fails (token expired, replica stopped serving, a slow answer)
+//! it is dropped, that batch observes with a `GetLedgerEnd` call instead, and the next batch
+//! opens a new stream.
 
 use crate::ledger::{CallContext, LedgerClient};
+use crate::metrics::Metrics;
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use tandem_proto::ledger::v2 as pb;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 
 type Waiter = (CallContext, oneshot::Sender<Result<i64, tonic::Status>>);
 
@@ -19,14 +28,53 @@ struct Batch {
 
 pub struct EndObserver {
     ledger: LedgerClient,
+    metrics: Metrics,
     batch: Mutex<Batch>,
+    /// The open stream, between observations (only the observing task takes it).
+    stream: Mutex<Option<EndStream>>,
+}
+
+/// An open `ObserveLedgerEnd` stream: each message sent is answered with the ledger end.
+struct EndStream {
+    asks: mpsc::Sender<pb::GetLedgerEndRequest>,
+    answers: tonic::Streaming<pb::GetLedgerEndResponse>,
+}
+
+impl EndStream {
+    async fn open(ledger: &LedgerClient, ctx: &CallContext) -> Result<Self, tonic::Status> {
+        let (asks, rx) = mpsc::channel(1);
+        // The stream outlives the request that opened it: it carries the token, not the id.
+        let ctx = CallContext {
+            token: ctx.token.clone(),
+            request_id: None,
+        };
+        let answers = ledger
+            .state()
+            .observe_ledger_end(ledger.stream_request(ReceiverStream::new(rx), &ctx))
+            .await?
+            .into_inner();
+        Ok(Self { asks, answers })
+    }
+
+    async fn ask(&mut self) -> Result<i64, tonic::Status> {
+        self.asks
+            .send(pb::GetLedgerEndRequest {})
+            .await
+            .map_err(|_| tonic::Status::unavailable("the ledger end stream is closed"))?;
+        match self.answers.message().await? {
+            Some(answer) => Ok(answer.offset),
+            None => Err(tonic::Status::unavailable("the ledger end stream ended")),
+        }
+    }
 }
 
 impl EndObserver {
-    pub fn new(ledger: LedgerClient) -> Arc<Self> {
+    pub fn new(ledger: LedgerClient, metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
             ledger,
+            metrics,
             batch: Mutex::new(Batch::default()),
+            stream: Mutex::new(None),
         })
     }
 
@@ -59,7 +107,7 @@ impl EndObserver {
             // everyone. If that call fails, only that caller gets the error; the rest go
             // first into the next round, under the next caller's credentials.
             let (ctx, first) = batch.remove(0);
-            match self.ledger.ledger_end(&ctx).await {
+            match self.ledger_end(&ctx).await {
                 Ok(end) => {
                     let _ = first.send(Ok(end));
                     for (_, tx) in batch {
@@ -74,5 +122,31 @@ impl EndObserver {
                 }
             }
         }
+    }
+
+    /// One observation: on the open stream, else on a new one, else (and whenever the stream
+    /// fails) with a `GetLedgerEnd` call under `ctx`, whose outcome is then that caller's own.
+    async fn ledger_end(&self, ctx: &CallContext) -> Result<i64, tonic::Status> {
+        let open = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let stream = match open {
+            Some(stream) => Ok(stream),
+            None => EndStream::open(&self.ledger, ctx).await,
+        };
+        if let Ok(mut stream) = stream {
+            let answer = tokio::time::timeout(self.ledger.call_timeout(), stream.ask()).await;
+            match answer {
+                Ok(Ok(end)) => {
+                    *self.stream.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream);
+                    self.metrics.ledger_end_via_stream.inc();
+                    return Ok(end);
+                }
+                Ok(Err(status)) => {
+                    tracing::debug!(code = ?status.code(), message = status.message(), "the ledger end stream failed");
+                }
+                Err(_) => tracing::debug!("the ledger end stream did not answer in time"),
+            }
+        }
+        self.metrics.ledger_end_via_call.inc();
+        self.ledger.ledger_end(ctx).await
     }
 }

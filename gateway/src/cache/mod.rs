@@ -129,7 +129,7 @@ impl QueryCache {
         metrics.cache_max_bytes.set(max_bytes as i64);
         Self {
             inner: Arc::new(Inner {
-                ends: end::EndObserver::new(ledger.clone()),
+                ends: end::EndObserver::new(ledger.clone(), metrics.clone()),
                 ledger,
                 max_bytes,
                 wait_timeout,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tandem_proto::ledger::v2 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 /// How long SubmitAndWait waits for the completion.
 const SUBMIT_AND_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,8 +50,12 @@ pub async fn authorize<T>(p: &Participant, request: &Request<T>) -> Result<Calle
         }
         status
     })?;
+    let expires_at = claims.expires_at;
     match claims.grant {
-        tandem_auth::Grant::User { user_id } => user_caller(p, user_id).await,
+        tandem_auth::Grant::User { user_id } => Ok(Caller {
+            expires_at,
+            ..user_caller(p, user_id).await?
+        }),
         tandem_auth::Grant::Rights(r) => {
             // Custom claims: the rights are in the token; the user is its application id.
             let user_id = r
@@ -68,6 +72,7 @@ pub async fn authorize<T>(p: &Participant, request: &Request<T>) -> Result<Calle
                     act_as: r.act_as.into_iter().collect(),
                     read_as: r.read_as.into_iter().collect(),
                 },
+                expires_at,
             })
         }
     }
@@ -99,6 +104,7 @@ async fn user_caller(p: &Participant, user: String) -> Result<Caller, Status> {
     Ok(Caller {
         user_id: user,
         rights,
+        expires_at: None,
     })
 }
 
@@ -681,6 +687,56 @@ impl pb::state_service_server::StateService for LedgerApi {
         authorize(&self.0, &request).await?;
         let offset = self.0.with_engine(|e| e.ledger_end).await?;
         Ok(Response::new(pb::GetLedgerEndResponse { offset }))
+    }
+
+    type ObserveLedgerEndStream = Stream<pb::GetLedgerEndResponse>;
+
+    async fn observe_ledger_end(
+        &self,
+        request: Request<Streaming<pb::GetLedgerEndRequest>>,
+    ) -> Result<Response<Self::ObserveLedgerEndStream>, Status> {
+        let caller = authorize(&self.0, &request).await?;
+        let expiry = caller.expires_at.map(|exp| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let left = Duration::from_secs(exp).saturating_sub(now);
+            tokio::time::Instant::now() + left
+        });
+        let mut asks = request.into_inner();
+        let (tx, rx) = mpsc::channel(1);
+        let p = self.0.clone();
+        tokio::spawn(async move {
+            let expired = async {
+                match expiry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(expired);
+            loop {
+                let ask = tokio::select! {
+                    ask = asks.message() => ask,
+                    () = &mut expired => {
+                        let _ = tx.send(Err(error(
+                            Code::Unauthenticated,
+                            "UNAUTHENTICATED",
+                            "expired: the token of this stream has expired",
+                        ))).await;
+                        return;
+                    }
+                };
+                // The client ended the stream, or it broke.
+                let Ok(Some(_)) = ask else { return };
+                let end = p.with_engine(|e| e.ledger_end).await;
+                let stop = end.is_err();
+                let answer = end.map(|offset| pb::GetLedgerEndResponse { offset });
+                if tx.send(answer).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 

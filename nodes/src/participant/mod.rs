@@ -83,6 +83,8 @@ impl Settings {
 pub struct Caller {
     pub user_id: String,
     pub rights: Rights,
+    /// When the caller's token expires (seconds since the epoch), if it does.
+    pub expires_at: Option<u64>,
 }
 
 impl Caller {
