@@ -289,6 +289,10 @@ pub struct BenchGatewayArgs {
     /// Concurrent HTTP/1.1 keep-alive clients.
     #[arg(long, default_value_t = 16)]
     pub clients: u32,
+    /// Concurrent clients of the create phase (default: `--clients`); 1 measures a create's
+    /// latency on an otherwise idle ledger.
+    #[arg(long)]
+    pub create_clients: Option<u32>,
     /// How long each phase (queries, then creates) runs, in seconds.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,

@@ -8,6 +8,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Every metric of one gateway. Cheap to clone (the collectors are shared handles).
@@ -169,7 +170,11 @@ fn unreachable_metric<T>(e: prometheus::Error) -> T {
 
 /// Middleware: counts and times every request by its route pattern (not its path, so ids do
 /// not explode the label set).
-pub async fn track_http(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+pub async fn track_http(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -94,8 +94,9 @@ pub fn app(state: SharedState) -> Router {
         // Bodies beyond the limit fail the body extractors with 413 (a problem document).
         .layer(DefaultBodyLimit::max(max_body))
         // Requests, durations and statuses by route pattern (after routing, so the pattern is known).
+        // (Its state is cloned for every request: an `Arc`, not the metrics' many handles.)
         .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
+            std::sync::Arc::new(state.metrics.clone()),
             crate::metrics::track_http,
         ));
     let layers = ServiceBuilder::new()

@@ -4,7 +4,7 @@
 //! keep-alive connections: cached queries (`POST /v2/query` for one contract by a payload
 //! field), driven by `wrk` (Debian's package, installed if missing; `--load builtin` uses this
 //! process's own client), and creates (`POST /v2/commands/submit-and-wait`), driven by this
-//! process. Prints requests per second and latency percentiles for both, and the cache's
+//! process with `--create-clients` (default `--clients`) connections. Prints requests per second and latency percentiles for both, and the cache's
 //! memory.
 
 use crate::cli::{BenchBackend, BenchGatewayArgs, QueryLoad};
@@ -31,8 +31,12 @@ const BATCH: usize = 100;
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
-    if args.contracts == 0 || args.clients == 0 || args.duration == 0 {
-        bail!("--contracts, --clients and --duration must be positive");
+    if args.contracts == 0
+        || args.clients == 0
+        || args.create_clients == Some(0)
+        || args.duration == 0
+    {
+        bail!("--contracts, --clients, --create-clients and --duration must be positive");
     }
     let postgres = args.backend == BenchBackend::Postgres;
     let sync = Synchronizer::start(postgres, 1, 1, 1, "topology_change_delay_ms = 50", "")
@@ -49,7 +53,7 @@ pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
     println!(
         "bench=gateway backend={backend} load={} contracts={} clients={} duration_s={} \
          query_per_s={:.0} query_p50_ms={:.2} query_p99_ms={:.2} \
-         create_per_s={:.0} create_p50_ms={:.1} create_p99_ms={:.1} cache_mb={:.1} gateway_rss_mb={:.1}",
+         create_clients={} create_per_s={:.0} create_p50_ms={:.1} create_p99_ms={:.1} cache_mb={:.1} gateway_rss_mb={:.1}",
         r.load,
         args.contracts,
         args.clients,
@@ -57,6 +61,7 @@ pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
         r.query.per_s,
         r.query.p50,
         r.query.p99,
+        create_clients(&args),
         r.create.per_s,
         r.create.p50,
         r.create.p99,
@@ -202,7 +207,7 @@ async fn phases(
         ("wrk", wrk_queries(args, gateway, &bearer, party).await?)
     } else {
         let (target, contracts) = (target.clone(), u64::from(args.contracts));
-        let queries = run_clients(args, move |client, n| {
+        let queries = run_clients(args, args.clients, move |client, n| {
             let target = target.clone();
             async move {
                 let k = (u64::from(client) * 7919 + n * 104_729) % contracts;
@@ -212,7 +217,7 @@ async fn phases(
         ("builtin", queries.await?)
     };
     let cache_bytes = metric(&http, gateway, "tandem_gateway_cache_bytes").await?;
-    let create = run_clients(args, move |client, n| {
+    let create = run_clients(args, create_clients(args), move |client, n| {
         let target = target.clone();
         async move { target.create(client, n).await }
     })
@@ -383,7 +388,15 @@ fn duration_ms(v: &str) -> Option<f64> {
 }
 
 /// `--clients` loops calling `call(client, n)` for `--duration` seconds; latencies in ms.
-async fn run_clients<F, Fut>(args: &BenchGatewayArgs, call: F) -> anyhow::Result<Phase>
+fn create_clients(args: &BenchGatewayArgs) -> u32 {
+    args.create_clients.unwrap_or(args.clients)
+}
+
+async fn run_clients<F, Fut>(
+    args: &BenchGatewayArgs,
+    clients: u32,
+    call: F,
+) -> anyhow::Result<Phase>
 where
     F: Fn(u32, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -392,7 +405,7 @@ where
     let until = Instant::now() + Duration::from_secs(args.duration);
     let started = Instant::now();
     let mut handles = Vec::new();
-    for client in 0..args.clients {
+    for client in 0..clients {
         let call = call.clone();
         handles.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
