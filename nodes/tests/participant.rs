@@ -341,6 +341,24 @@ async fn observe_ledger_end(
     Ok((asks, answers))
 }
 
+/// Reads `stream` to its end, which must be UNAUTHENTICATED `expired` (what was sent before the
+/// expiry comes first).
+async fn ends_expired<T>(what: &str, stream: &mut tonic::Streaming<T>) {
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("{what}: the stream ended without an error"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: the stream outlived its token"));
+    assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+    assert!(status.message().contains("expired"), "{what}: {status:?}");
+}
+
 fn sign(claims: &serde_json::Value, secret: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -404,6 +422,30 @@ async fn bad_tokens_are_refused(sync: &Synchronizer, bank: &str) {
     let soon = sign(&user(now + 2), TEST_JWT_SECRET);
     let admin = LedgerClient::connect_lazy(&api, "participant_admin", &soon).unwrap();
     let (asks, mut answers) = observe_ledger_end(&admin).await.unwrap();
+    // Live update and completion streams opened with it end at its expiry too.
+    let mut updates = admin
+        .updates_client()
+        .get_updates(tandem_proto::ledger::v2::GetUpdatesRequest {
+            begin_exclusive: 0,
+            end_inclusive: 0,
+            filter: Some(tandem_proto::ledger::v2::TransactionFilter {
+                parties: vec![bank.to_string()],
+                template_ids: Vec::new(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut completions = admin
+        .completions_client()
+        .completion_stream(tandem_proto::ledger::v2::CompletionStreamRequest {
+            user_id: String::new(),
+            parties: Vec::new(),
+            begin_exclusive: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let ask = || asks.try_send(tandem_proto::ledger::v2::GetLedgerEndRequest {});
     let end = admin.ledger_end().await.unwrap();
     ask().unwrap();
@@ -426,6 +468,8 @@ async fn bad_tokens_are_refused(sync: &Synchronizer, bank: &str) {
     let err = ended.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("expired"), "{err:?}");
+    ends_expired("updates", &mut updates).await;
+    ends_expired("completions", &mut completions).await;
 
     // A legacy custom-claims token: its rights, no more (no admin, only `bank`).
     let claims = json!({

@@ -445,6 +445,42 @@ impl pb::command_submission_service_server::CommandSubmissionService for LedgerA
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
 
+/// Runs a stream's producer (which sends on a clone of `tx`) until it ends, or until the token
+/// the stream was opened with expires: then the client gets UNAUTHENTICATED `expired` after
+/// what was already sent, and the stream ends, as Canton ends the streams of expired tokens.
+fn spawn_stream<T: Send + 'static>(
+    caller: &Caller,
+    tx: mpsc::Sender<Result<T, Status>>,
+    producer: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let expiry = caller.expires_at.map(|exp| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        tokio::time::Instant::now() + Duration::from_secs(exp).saturating_sub(now)
+    });
+    tokio::spawn(async move {
+        let expired = async {
+            match expiry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = producer => {}
+            () = expired => {
+                let _ = tx
+                    .send(Err(error(
+                        Code::Unauthenticated,
+                        "UNAUTHENTICATED",
+                        "expired: the token this stream was opened with has expired",
+                    )))
+                    .await;
+            }
+        }
+    });
+}
+
 #[tonic::async_trait]
 impl pb::command_completion_service_server::CommandCompletionService for LedgerApi {
     type CompletionStreamStream = Stream<pb::CompletionStreamResponse>;
@@ -480,7 +516,7 @@ impl pb::command_completion_service_server::CommandCompletionService for LedgerA
         )?;
         let (tx, rx) = mpsc::channel(256);
         let (p, parties) = (self.0.clone(), r.parties.clone());
-        tokio::spawn(async move {
+        spawn_stream(&caller, tx.clone(), async move {
             let mut watch = p.completion_end_watch();
             let mut last = r.begin_exclusive;
             loop {
@@ -554,7 +590,7 @@ impl pb::update_service_server::UpdateService for LedgerApi {
         }
         let (tx, rx) = mpsc::channel(256);
         let p = self.0.clone();
-        tokio::spawn(async move {
+        spawn_stream(&caller, tx.clone(), async move {
             let mut watch = p.ledger_end_watch();
             let mut last = r.begin_exclusive;
             loop {
@@ -644,7 +680,7 @@ impl pb::state_service_server::StateService for LedgerApi {
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(256);
         let p = self.0.clone();
-        tokio::spawn(async move {
+        spawn_stream(&caller, tx.clone(), async move {
             let packages = p.packages();
             for (id, template, body, created_offset, created_at) in rows {
                 let Ok(contract) = serde_json::from_str::<Json>(&body) else {
@@ -696,38 +732,12 @@ impl pb::state_service_server::StateService for LedgerApi {
         request: Request<Streaming<pb::GetLedgerEndRequest>>,
     ) -> Result<Response<Self::ObserveLedgerEndStream>, Status> {
         let caller = authorize(&self.0, &request).await?;
-        let expiry = caller.expires_at.map(|exp| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let left = Duration::from_secs(exp).saturating_sub(now);
-            tokio::time::Instant::now() + left
-        });
         let mut asks = request.into_inner();
         let (tx, rx) = mpsc::channel(1);
         let p = self.0.clone();
-        tokio::spawn(async move {
-            let expired = async {
-                match expiry {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::pin!(expired);
-            loop {
-                let ask = tokio::select! {
-                    ask = asks.message() => ask,
-                    () = &mut expired => {
-                        let _ = tx.send(Err(error(
-                            Code::Unauthenticated,
-                            "UNAUTHENTICATED",
-                            "expired: the token of this stream has expired",
-                        ))).await;
-                        return;
-                    }
-                };
-                // The client ended the stream, or it broke.
-                let Ok(Some(_)) = ask else { return };
+        spawn_stream(&caller, tx.clone(), async move {
+            // Until the client ends the stream (or it breaks).
+            while let Ok(Some(_)) = asks.message().await {
                 let end = p.with_engine(|e| e.ledger_end).await;
                 let stop = end.is_err();
                 let answer = end.map(|offset| pb::GetLedgerEndResponse { offset });
