@@ -417,6 +417,13 @@ async fn bad_tokens_are_refused(sync: &Synchronizer, bank: &str) {
     let bad = LedgerClient::connect_lazy(&api, "participant_admin", "abc").unwrap();
     let err = observe_ledger_end(&bad).await.err().unwrap();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    // A token that never really expires sets no timer (and overflows nothing).
+    let long = sign(&user(u64::MAX), TEST_JWT_SECRET);
+    let lasting = LedgerClient::connect_lazy(&api, "participant_admin", &long).unwrap();
+    let (asks, mut answers) = observe_ledger_end(&lasting).await.unwrap();
+    asks.try_send(tandem_proto::ledger::v2::GetLedgerEndRequest {})
+        .unwrap();
+    assert!(answers.message().await.unwrap().is_some());
     // A valid token that expires in two seconds: every ask is answered with the ledger end as
     // the ask arrives; then the stream ends, UNAUTHENTICATED.
     let soon = sign(&user(now + 2), TEST_JWT_SECRET);

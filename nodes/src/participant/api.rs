@@ -453,11 +453,13 @@ fn spawn_stream<T: Send + 'static>(
     tx: mpsc::Sender<Result<T, Status>>,
     producer: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let expiry = caller.expires_at.map(|exp| {
+    // A token valid for more than a year (or with an absurd `exp`) sets no timer.
+    let expiry = caller.expires_at.and_then(|exp| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        tokio::time::Instant::now() + Duration::from_secs(exp).saturating_sub(now)
+        let left = Duration::from_secs(exp).saturating_sub(now);
+        (left <= Duration::from_secs(365 * 24 * 3600)).then(|| tokio::time::Instant::now() + left)
     });
     tokio::spawn(async move {
         let expired = async {
