@@ -335,7 +335,8 @@ fn observations(via: &str) -> String {
 pub async fn an_ended_ledger_end_stream_is_replaced(ledger_api: &str) {
     let gw = Gateway::start(ledger_api).await;
     let party = setup(&gw, "expiry").await;
-    let short = sign(&json!({"sub": user(), "scope": "daml_ledger_api", "exp": common::now() + 2}));
+    let exp = common::now() + 3;
+    let short = sign(&json!({"sub": user(), "scope": "daml_ledger_api", "exp": exp}));
     let body = json!({"templateIds": ["#gwtest:Note:Note"], "parties": [party]});
     gw.post("/v2/query", &short, &body).await;
     let counts = || async {
@@ -345,7 +346,11 @@ pub async fn an_ended_ledger_end_stream_is_replaced(ledger_api: &str) {
         )
     };
     assert_eq!(counts().await, (1.0, 0.0));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Expiry is wall-clock time: wait until the token has expired, plus a second for the
+    // participant's timer to end the stream.
+    while common::now() < exp + 1 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     query(&gw, &party, json!({})).await;
     assert_eq!(
         counts().await,

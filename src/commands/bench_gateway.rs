@@ -4,8 +4,8 @@
 //! keep-alive connections: cached queries (`POST /v2/query` for one contract by a payload
 //! field), driven by `wrk` (Debian's package, installed if missing; `--load builtin` uses this
 //! process's own client), and creates (`POST /v2/commands/submit-and-wait`), driven by this
-//! process with `--create-clients` (default `--clients`) connections. Prints requests per second and latency percentiles for both, and the cache's
-//! memory.
+//! process with `--create-clients` (default `--clients`) connections. Prints requests per
+//! second and latency percentiles for both, and the cache's memory.
 
 use crate::cli::{BenchBackend, BenchGatewayArgs, QueryLoad};
 use crate::process::GatewayProcess;
@@ -387,11 +387,12 @@ fn duration_ms(v: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * scale)
 }
 
-/// `--clients` loops calling `call(client, n)` for `--duration` seconds; latencies in ms.
+/// How many clients the create phase runs.
 fn create_clients(args: &BenchGatewayArgs) -> u32 {
     args.create_clients.unwrap_or(args.clients)
 }
 
+/// `clients` loops calling `call(client, n)` for `--duration` seconds; latencies in ms.
 async fn run_clients<F, Fut>(
     args: &BenchGatewayArgs,
     clients: u32,

@@ -124,29 +124,34 @@ impl EndObserver {
         }
     }
 
-    /// One observation: on the open stream, else on a new one, else (and whenever the stream
-    /// fails) with a `GetLedgerEnd` call under `ctx`, whose outcome is then that caller's own.
+    /// One observation: on the stream, else (whenever the stream fails) with a `GetLedgerEnd`
+    /// call under `ctx`, whose outcome is then that caller's own.
     async fn ledger_end(&self, ctx: &CallContext) -> Result<i64, tonic::Status> {
-        let open = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let stream = match open {
-            Some(stream) => Ok(stream),
-            None => EndStream::open(&self.ledger, ctx).await,
-        };
-        if let Ok(mut stream) = stream {
-            let answer = tokio::time::timeout(self.ledger.call_timeout(), stream.ask()).await;
-            match answer {
-                Ok(Ok(end)) => {
-                    *self.stream.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream);
-                    self.metrics.ledger_end_via_stream.inc();
-                    return Ok(end);
-                }
-                Ok(Err(status)) => {
-                    tracing::debug!(code = ?status.code(), message = status.message(), "the ledger end stream failed");
-                }
-                Err(_) => tracing::debug!("the ledger end stream did not answer in time"),
+        match self.on_stream(ctx).await {
+            Ok(end) => {
+                self.metrics.ledger_end_via_stream.inc();
+                return Ok(end);
+            }
+            Err(status) => {
+                tracing::debug!(code = ?status.code(), message = status.message(), "the ledger end stream failed; calling instead");
             }
         }
         self.metrics.ledger_end_via_call.inc();
         self.ledger.ledger_end(ctx).await
+    }
+
+    /// Asks on the open stream, else on a new one opened under `ctx`; the stream is kept only
+    /// when it answered in time.
+    async fn on_stream(&self, ctx: &CallContext) -> Result<i64, tonic::Status> {
+        let open = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut stream = match open {
+            Some(stream) => stream,
+            None => EndStream::open(&self.ledger, ctx).await?,
+        };
+        let end = tokio::time::timeout(self.ledger.call_timeout(), stream.ask())
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("no answer in time"))??;
+        *self.stream.lock().unwrap_or_else(|p| p.into_inner()) = Some(stream);
+        Ok(end)
     }
 }

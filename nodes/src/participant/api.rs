@@ -52,10 +52,7 @@ pub async fn authorize<T>(p: &Participant, request: &Request<T>) -> Result<Calle
     })?;
     let expires_at = claims.expires_at;
     match claims.grant {
-        tandem_auth::Grant::User { user_id } => Ok(Caller {
-            expires_at,
-            ..user_caller(p, user_id).await?
-        }),
+        tandem_auth::Grant::User { user_id } => user_caller(p, user_id, expires_at).await,
         tandem_auth::Grant::Rights(r) => {
             // Custom claims: the rights are in the token; the user is its application id.
             let user_id = r
@@ -79,7 +76,11 @@ pub async fn authorize<T>(p: &Participant, request: &Request<T>) -> Result<Calle
 }
 
 /// The caller of a user token: rights from the user table; `admin_users` are admins anyway.
-async fn user_caller(p: &Participant, user: String) -> Result<Caller, Status> {
+async fn user_caller(
+    p: &Participant,
+    user: String,
+    expires_at: Option<u64>,
+) -> Result<Caller, Status> {
     let admin = p.settings().admin_users.contains(&user);
     let row = p
         .with_engine(|e| e.users.get(&user).map(|u| u.rights.clone()))
@@ -104,7 +105,7 @@ async fn user_caller(p: &Participant, user: String) -> Result<Caller, Status> {
     Ok(Caller {
         user_id: user,
         rights,
-        expires_at: None,
+        expires_at,
     })
 }
 
