@@ -157,13 +157,16 @@ async fn failover_under_load(postgres: bool) {
         "/examples/packages/iou.yaml"
     ))
     .unwrap();
-    let first = active(p.replicas("participant1"), None).await;
-    until_ok("upload", || {
-        replicas[first].upload_package(package.clone(), "yaml")
-    })
-    .await;
+    // Leadership may still move while the nodes settle (a lease renewal late on a loaded
+    // machine): like the load's clients, the setup tries the other replica when one refuses.
+    let mut attempt = active(p.replicas("participant1"), None).await;
+    let mut next = || {
+        attempt += 1;
+        &replicas[(attempt - 1) % replicas.len()]
+    };
+    until_ok("upload", || next().upload_package(package.clone(), "yaml")).await;
     let bank = until_ok("allocate", || {
-        replicas[first].allocate_party("Bank", "participant_admin")
+        next().allocate_party("Bank", "participant_admin")
     })
     .await;
     let load = Arc::new(Load {
