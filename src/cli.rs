@@ -299,6 +299,9 @@ pub struct BenchGatewayArgs {
     /// What drives the query phase: `wrk` (installed if missing) or this process's own client.
     #[arg(long, value_enum, default_value = "wrk")]
     pub load: QueryLoad,
+    /// The gateway's `workers` (threads serving connections); 0: its default, one per CPU.
+    #[arg(long, default_value_t = 0)]
+    pub gateway_workers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

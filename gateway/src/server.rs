@@ -14,12 +14,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_auth::Verifier;
 use tandem_nodes::config::GatewayConfig;
+use tandem_nodes::workers::Workers;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -219,7 +224,8 @@ async fn problem_json(response: Response) -> Response {
 }
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled, then drains: websocket
-/// streams are closed with 1001, in-flight requests finish.
+/// streams are closed with 1001, in-flight requests finish. Connections are accepted here and
+/// served on the worker threads (`tandem_nodes::workers`), each wholly on one of them.
 pub async fn serve(
     config: GatewayConfig,
     listener: TcpListener,
@@ -227,11 +233,74 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let state = state(config, shutdown.clone())?;
     let local = listener.local_addr()?;
-    tracing::info!(name = %state.config.name, listen = %local, ledger_api = %state.config.ledger_api, advertised = %state.config.public_url(), "gateway serving");
+    let workers = Workers::start("gateway-worker", state.config.workers)?;
+    tracing::info!(name = %state.config.name, listen = %local, ledger_api = %state.config.ledger_api, advertised = %state.config.public_url(), workers = workers.count(), "gateway serving");
     let cache = state.cache.clone();
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let app = app(state);
+    let connections = TaskTracker::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted.and_then(|(tcp, _)| tcp.into_std()) {
+                Ok(tcp) => {
+                    let worker = workers.handle(workers.next());
+                    connections.spawn_on(connection(tcp, app.clone(), shutdown.clone()), worker);
+                }
+                // The peer gave up before the accept: nothing to do.
+                Err(e) if is_connection_error(&e) => {}
+                // Out of descriptors or memory: back off instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    workers.stop().await;
     cache.clear();
-    result.map_err(ServeError::Io)
+    Ok(())
+}
+
+/// One client connection, HTTP/1.1 or HTTP/2, on the worker it was given (`tcp` was accepted
+/// on another runtime). Once `shutdown` is cancelled it finishes what is in flight and closes.
+async fn connection(tcp: std::net::TcpStream, app: Router, shutdown: CancellationToken) {
+    let tcp = match tokio::net::TcpStream::from_std(tcp) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register a connection");
+            return;
+        }
+    };
+    // Responses are written whole; Nagle would only hold back the last segment.
+    let _ = tcp.set_nodelay(true);
+    let service = TowerToHyperService::new(app);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Websockets over HTTP/2 (RFC 8441) need the CONNECT protocol.
+    builder.http2().enable_connect_protocol();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Errors of one connection (the peer reset or left), not of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }

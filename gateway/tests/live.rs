@@ -477,7 +477,39 @@ pub async fn websocket_resumes_without_gap_or_duplicate(ledger_api: &str) {
         }
     }
     assert_eq!(got, offsets);
-    socket.close(None).await.unwrap();
+    // Stopping the gateway closes the open stream with 1001 (going away) and finishes.
+    let stopped = tokio::spawn(gw.stop());
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => {}
+                other => panic!("the stream ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("no close frame within 10 s");
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    drop(socket);
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the gateway did not stop within 10 s")
+        .unwrap();
+}
+
+/// The same listener speaks HTTP/2 with prior knowledge (h2c), as `axum::serve` did.
+pub async fn http2_is_served(ledger_api: &str) {
+    let gw = Gateway::start(ledger_api).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    for _ in 0..3 {
+        let uri = format!("http://{}/readyz", gw.addr).parse().unwrap();
+        let response = client.get(uri).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+    }
     gw.stop().await;
 }
 
@@ -507,6 +539,7 @@ async fn live_query_pages() {
 async fn live_websocket_resume() {
     if let Some((l, _running)) = ledger().await {
         websocket_resumes_without_gap_or_duplicate(&l).await;
+        http2_is_served(&l).await;
     }
 }
 

@@ -11,7 +11,6 @@
 use crate::metrics::FrontendMetrics;
 use crate::proxy::LbProxy;
 use crate::stream::StreamSlot;
-use crate::workers::Workers;
 use crate::FrontendCounters;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
@@ -27,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_nodes::config::{FrontendLimits, FrontendProtocol};
+use tandem_nodes::workers::Workers;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;

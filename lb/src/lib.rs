@@ -8,7 +8,7 @@
 //!
 //! `serve` is the whole service as a library function (what `tandem lb` and the tests call).
 //! Request phases live in `proxy`, connection handling in `frontend` (on the threads of
-//! `workers`), selection in `select`, health in `health`/`server`, failure→status mapping in
+//! `tandem_nodes::workers`), selection in `select`, health in `health`/`server`, failure→status mapping in
 //! `failure`. This crate depends on `tandem-nodes` for the config types and the health probe
 //! only.
 
@@ -25,7 +25,6 @@ mod server;
 mod stream;
 pub mod testing;
 mod tls;
-mod workers;
 
 pub use error::LbError;
 pub use failure::Failure;
@@ -46,10 +45,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_nodes::config::{FrontendProtocol, LoadedLb};
+use tandem_nodes::workers::Workers;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use workers::Workers;
 
 /// How long open connections get to finish after shutdown before they are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -299,13 +298,12 @@ pub async fn serve(
     let routes = Arc::new(ArcSwap::from_pointee(routes));
     let server_conf = Arc::new(ServerConf::default());
     let (watch_tx, watch_rx) = tokio::sync::watch::channel(false);
-    let workers =
-        Arc::new(
-            Workers::start(loaded.lb.workers).map_err(|source| LbError::Workers {
-                count: loaded.lb.workers,
-                source,
-            })?,
-        );
+    let workers = Arc::new(
+        Workers::start("lb-worker", loaded.lb.workers).map_err(|source| LbError::Workers {
+            count: loaded.lb.workers,
+            source,
+        })?,
+    );
 
     let mut apps = Vec::new();
     let mut statuses = Vec::new();

@@ -19,3 +19,4 @@ pub mod store;
 pub mod testing;
 pub mod topology;
 pub mod topology_manager;
+pub mod workers;

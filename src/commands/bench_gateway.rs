@@ -51,13 +51,18 @@ pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
     let r = result?;
     let backend = if postgres { "postgres" } else { "sqlite" };
     println!(
-        "bench=gateway backend={backend} load={} contracts={} clients={} duration_s={} \
+        "bench=gateway backend={backend} load={} contracts={} clients={} duration_s={} gateway_workers={} \
          query_per_s={:.0} query_p50_ms={:.2} query_p99_ms={:.2} \
          create_clients={} create_per_s={:.0} create_p50_ms={:.1} create_p99_ms={:.1} cache_mb={:.1} gateway_rss_mb={:.1}",
         r.load,
         args.contracts,
         args.clients,
         args.duration,
+        if args.gateway_workers == 0 {
+            "cpus".to_owned()
+        } else {
+            args.gateway_workers.to_string()
+        },
         r.query.per_s,
         r.query.p50,
         r.query.p99,
@@ -102,16 +107,19 @@ async fn measure(
 
     // The gateway, as its own process, in front of the participant.
     let mut topology = sync.config.clone();
-    topology.gateways = vec![GatewayConfig::new(
-        "bench",
-        "127.0.0.1:0".parse()?,
-        &format!("http://{api}"),
-        tandem_auth::AuthConfig {
-            hs256_secret: Some(TEST_JWT_SECRET.into()),
-            allow_unsafe: true,
-            ..tandem_auth::AuthConfig::default()
-        },
-    )];
+    topology.gateways = vec![GatewayConfig {
+        workers: args.gateway_workers,
+        ..GatewayConfig::new(
+            "bench",
+            "127.0.0.1:0".parse()?,
+            &format!("http://{api}"),
+            tandem_auth::AuthConfig {
+                hs256_secret: Some(TEST_JWT_SECRET.into()),
+                allow_unsafe: true,
+                ..tandem_auth::AuthConfig::default()
+            },
+        )
+    }];
     let config = dir.join("gateway.toml");
     std::fs::write(&config, toml::to_string(&topology)?)?;
     let bin = std::env::current_exe()?;

@@ -75,6 +75,10 @@ pub struct GatewayConfig {
     pub query_default_page_size: u32,
     #[serde(default = "query_max_page_size")]
     pub query_max_page_size: u32,
+    /// Threads serving client connections, each with its own single-threaded runtime
+    /// (`tandem_nodes::workers`); 0, the default: one per CPU.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 // serde wants functions for defaults; each returns the constant of `defaults`.
@@ -137,6 +141,7 @@ impl GatewayConfig {
             max_list_items: defaults::MAX_LIST_ITEMS,
             query_default_page_size: defaults::QUERY_DEFAULT_PAGE_SIZE,
             query_max_page_size: defaults::QUERY_MAX_PAGE_SIZE,
+            workers: 0,
         }
     }
 
@@ -180,6 +185,12 @@ impl GatewayConfig {
         if self.cors_allowed_origins.len() > 1 && self.cors_allowed_origins.iter().any(|o| o == "*")
         {
             return err("cors_allowed_origins", "\"*\" must be the only entry");
+        }
+        if self.workers > crate::workers::MAX_WORKERS {
+            return err(
+                "workers",
+                &format!("at most {} (0: one per CPU)", crate::workers::MAX_WORKERS),
+            );
         }
         for (k, value) in [
             ("max_body_bytes", self.max_body_bytes),
@@ -283,6 +294,15 @@ mod tests {
         assert_eq!(
             c.validate("gateways[0]").unwrap_err().0,
             "gateways[0].ledger_api"
+        );
+        let mut c = config();
+        c.workers = 100_000;
+        assert_eq!(
+            c.validate("gateways[0]").unwrap_err(),
+            (
+                "gateways[0].workers".to_owned(),
+                "at most 256 (0: one per CPU)".to_owned()
+            )
         );
     }
 }

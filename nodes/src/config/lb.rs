@@ -6,6 +6,7 @@
 
 use super::validate::ConfigError;
 use super::TopologyConfig;
+use crate::workers::MAX_WORKERS;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -30,9 +31,6 @@ pub struct LbConfig {
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
-
-/// The most worker threads an lb may be given.
-const MAX_LB_WORKERS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -430,10 +428,10 @@ pub(super) fn validate(
     claim: &mut dyn FnMut(SocketAddr, &str) -> Result<(), ConfigError>,
 ) -> Result<(), ConfigError> {
     claim(lb.admin, "lb.admin")?;
-    if lb.workers > MAX_LB_WORKERS {
+    if lb.workers > MAX_WORKERS {
         return Err(invalid(
             "lb.workers",
-            format!("at most {MAX_LB_WORKERS} (0: one per CPU)"),
+            format!("at most {MAX_WORKERS} (0: one per CPU)"),
         ));
     }
     let mut listens = HashSet::new();

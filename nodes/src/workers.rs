@@ -1,15 +1,22 @@
-//! The threads that carry client connections. Each worker is one thread with a single-threaded
-//! tokio runtime; a connection, its streams and the upstream connections they open all stay on
-//! the worker it was given (round-robin at accept), as in HAProxy or pingora's no-steal
-//! runtime. On a small machine this saves the cross-thread wake-ups and cache misses of a
-//! work-stealing runtime, which cost about 15% of the lb's CPU per gRPC call. Accepting,
-//! health checks, reloads and the admin endpoint stay on the caller's runtime.
+//! The threads that carry client connections for the lb and the gateway. Each worker is one
+//! thread with a single-threaded tokio runtime; a connection, its streams and the upstream
+//! connections they open all stay on the worker it was given (round-robin at accept), as in
+//! HAProxy or pingora's no-steal runtime. On a small machine this saves the cross-thread
+//! wake-ups and cache misses of a work-stealing runtime, which cost about 15% of the lb's CPU
+//! per gRPC call. Accepting and background work (health checks, reloads, admin endpoints)
+//! stay on the caller's runtime.
+//!
+//! A connection accepted on the caller's runtime is registered with that runtime's reactor, so
+//! it is handed over as a `std::net::TcpStream` and registered again on its worker.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
+
+/// The most workers a config may ask for.
+pub const MAX_WORKERS: usize = 256;
 
 pub struct Workers {
     handles: Vec<Handle>,
@@ -20,9 +27,9 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers (0: one per CPU). Each runtime is built on its own thread, so
-    /// none is ever dropped inside the caller's runtime.
-    pub fn start(count: usize) -> std::io::Result<Self> {
+    /// Starts `count` workers (0: one per CPU), their threads named `<name>-<i>`. Each
+    /// runtime is built on its own thread, so none is ever dropped inside the caller's runtime.
+    pub fn start(name: &str, count: usize) -> std::io::Result<Self> {
         let count = if count == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -39,7 +46,7 @@ impl Workers {
             let (tx, rx) = std::sync::mpsc::channel();
             let end = workers.end.clone();
             let thread = std::thread::Builder::new()
-                .name(format!("lb-worker-{i}"))
+                .name(format!("{name}-{i}"))
                 .spawn(move || {
                     match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
