@@ -1,7 +1,7 @@
 //! Active health checks: one loop per server, all servers in parallel, each check an HTTP/1
 //! `GET` on the server's health address. The check itself is behind `HealthCheck` so a group
 //! could probe differently; the loop feeds results to the server's rise/fall state and tells
-//! the group about transitions.
+//! the group about transitions. A server between states is checked at the fast interval.
 
 use crate::group::Group;
 use crate::server::{unix_ms, CheckRecord, Server};
@@ -62,7 +62,6 @@ pub fn spawn_checks(group: &Arc<Group>, check: Arc<dyn HealthCheck>, stop: Cance
 
 async fn check_loop(group: &Group, index: usize, check: &dyn HealthCheck) {
     let config = &group.config.health_check;
-    let interval = Duration::from_millis(config.interval_ms);
     let server = &group.servers[index];
     loop {
         let started = Instant::now();
@@ -91,6 +90,7 @@ async fn check_loop(group: &Group, index: usize, check: &dyn HealthCheck) {
             );
             group.after_transition();
         }
-        tokio::time::sleep_until((started + interval).into()).await;
+        let next = started + config.next_check_in(server.in_transition());
+        tokio::time::sleep_until(next.into()).await;
     }
 }

@@ -165,6 +165,17 @@ impl Server {
         None
     }
 
+    /// Between states: up but failing, or down (after having been up) but passing, fewer
+    /// than `fall`/`rise` times so far. Its checks then come at the fast interval.
+    pub fn in_transition(&self) -> bool {
+        let h = lock(&self.active);
+        if self.is_up() {
+            h.consecutive_fail > 0
+        } else {
+            h.was_up && h.consecutive_ok > 0
+        }
+    }
+
     /// Counts a failure of live traffic; `max_fails` of them within `fail_timeout` eject the
     /// server for `fail_timeout` (nginx's `max_fails`/`fail_timeout`). Returns whether this
     /// failure ejected it.
@@ -312,6 +323,27 @@ mod tests {
         assert_eq!(s.observe_check(check(true), 2, 2), None);
         assert!(!s.is_up());
         assert_eq!(s.observe_check(check(true), 2, 2), Some(Transition::Up));
+    }
+
+    #[test]
+    fn between_states_only_while_a_change_is_unconfirmed() {
+        let s = server();
+        // Never up: its first pass brings it up, so a failing new server is not in transition.
+        s.observe_check(check(false), 2, 2);
+        assert!(!s.in_transition());
+        s.observe_check(check(true), 2, 2);
+        assert!(!s.in_transition());
+        s.observe_check(check(false), 2, 2);
+        assert!(s.in_transition(), "up, one failure of two");
+        s.observe_check(check(false), 2, 2);
+        assert!(!s.in_transition(), "down: confirmed");
+        s.observe_check(check(true), 2, 2);
+        assert!(s.in_transition(), "down, one pass of two");
+        s.observe_check(check(false), 2, 2);
+        assert!(!s.in_transition(), "the pass was not repeated");
+        s.observe_check(check(true), 2, 2);
+        s.observe_check(check(true), 2, 2);
+        assert!(s.is_up() && !s.in_transition());
     }
 
     #[test]
