@@ -83,6 +83,7 @@ pub fn state(
         openapi_json,
         package_names: Default::default(),
         shutdown,
+        streams: TaskTracker::new(),
     }))
 }
 
@@ -137,6 +138,9 @@ pub fn app(state: SharedState) -> Router {
         ));
     routes.layer(layers).with_state(state)
 }
+
+/// How long shutdown waits for open websocket streams to send their close frame.
+const STREAMS_GRACE: Duration = Duration::from_secs(5);
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -236,6 +240,7 @@ pub async fn serve(
     let workers = Workers::start("gateway-worker", state.config.workers)?;
     tracing::info!(name = %state.config.name, listen = %local, ledger_api = %state.config.ledger_api, advertised = %state.config.public_url(), workers = workers.count(), "gateway serving");
     let cache = state.cache.clone();
+    let streams = state.streams.clone();
     let app = app(state);
     let connections = TaskTracker::new();
     loop {
@@ -259,6 +264,18 @@ pub async fn serve(
     drop(listener);
     connections.close();
     connections.wait().await;
+    // Upgraded connections left `connections` at the upgrade; their streams end with 1001 on
+    // `shutdown`. Bounded, so a stream stuck on a client that reads nothing cannot hold the stop.
+    streams.close();
+    if tokio::time::timeout(STREAMS_GRACE, streams.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = streams.len(),
+            "websocket streams still open at shutdown; dropping them"
+        );
+    }
     workers.stop().await;
     cache.clear();
     Ok(())

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tandem_auth::Verifier;
 use tandem_nodes::config::GatewayConfig;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub type SharedState = Arc<AppState>;
 
@@ -28,6 +29,9 @@ pub struct AppState {
     pub package_names: RwLock<HashMap<String, String>>,
     /// Cancelled at shutdown: ends websocket streams.
     pub shutdown: CancellationToken,
+    /// The open websocket streams (each holds a token), which shutdown waits for: they run on
+    /// the worker threads, which must not end before the streams sent their close frame.
+    pub streams: TaskTracker,
 }
 
 impl AppState {

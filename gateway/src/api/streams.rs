@@ -151,9 +151,12 @@ fn stream(
 ) -> Result<Response, ApiError> {
     let ws = upgrade(ws, &caller.protocols)?;
     let caller = caller.caller;
+    // Held until the stream ends (or the upgrade fails), so shutdown waits for its close frame.
+    let open = state.streams.token();
     Ok(ws
         .on_upgrade(move |socket| async move {
             run(state, caller, socket, kind).await;
+            drop(open);
         })
         .into_response())
 }
