@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tandem_auth::Verifier;
 use tandem_nodes::config::GatewayConfig;
-use tandem_nodes::workers::Workers;
+use tandem_nodes::workers::{self, Workers};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -102,7 +102,7 @@ pub fn app(state: SharedState) -> Router {
         // Requests, durations and statuses by route pattern (after routing, so the pattern is known).
         // (Its state is cloned for every request: an `Arc`, not the metrics' many handles.)
         .layer(axum::middleware::from_fn_with_state(
-            std::sync::Arc::new(state.metrics.clone()),
+            Arc::new(state.metrics.clone()),
             crate::metrics::track_http,
         ));
     let layers = ServiceBuilder::new()
@@ -246,18 +246,9 @@ pub async fn serve(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted.and_then(|(tcp, _)| tcp.into_std()) {
-                Ok(tcp) => {
-                    let worker = workers.handle(workers.next());
-                    connections.spawn_on(connection(tcp, app.clone(), shutdown.clone()), worker);
-                }
-                // The peer gave up before the accept: nothing to do.
-                Err(e) if is_connection_error(&e) => {}
-                // Out of descriptors or memory: back off instead of spinning.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+            (worker, tcp) = workers.accept(&listener, "gateway") => {
+                let conn = connection(tcp, app.clone(), shutdown.clone());
+                connections.spawn_on(conn, workers.handle(worker));
             }
         }
     }
@@ -284,40 +275,27 @@ pub async fn serve(
 /// One client connection, HTTP/1.1 or HTTP/2, on the worker it was given (`tcp` was accepted
 /// on another runtime). Once `shutdown` is cancelled it finishes what is in flight and closes.
 async fn connection(tcp: std::net::TcpStream, app: Router, shutdown: CancellationToken) {
-    let tcp = match tokio::net::TcpStream::from_std(tcp) {
+    let tcp = match workers::adopt(tcp) {
         Ok(tcp) => tcp,
         Err(e) => {
             tracing::warn!(error = %e, "cannot register a connection");
             return;
         }
     };
-    // Responses are written whole; Nagle would only hold back the last segment.
-    let _ = tcp.set_nodelay(true);
-    let service = TowerToHyperService::new(app);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Websockets over HTTP/2 (RFC 8441) need the CONNECT protocol.
     builder.http2().enable_connect_protocol();
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(app));
     tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            return;
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
-        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-    }
-    if let Err(e) = conn.await {
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
-}
-
-/// Errors of one connection (the peer reset or left), not of the listener.
-fn is_connection_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
-    )
 }

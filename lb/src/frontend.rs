@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_nodes::config::{FrontendLimits, FrontendProtocol};
-use tandem_nodes::workers::Workers;
+use tandem_nodes::workers::{self, Workers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -84,21 +84,14 @@ impl Frontend {
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                accepted = listener.accept() => match accepted.and_then(|(tcp, _)| tcp.into_std()) {
-                    Ok(tcp) => {
-                        let worker = self.workers.next();
-                        let app = self.apps[worker].clone();
-                        let shutdown = shutdown.clone();
-                        connections.spawn_on(
-                            async move { app.connection(tcp, shutdown).await },
-                            self.workers.handle(worker),
-                        );
-                    }
-                    Err(e) => {
-                        tracing::warn!(frontend = %self.name, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
+                (worker, tcp) = self.workers.accept(&listener, &self.name) => {
+                    let app = self.apps[worker].clone();
+                    let shutdown = shutdown.clone();
+                    connections.spawn_on(
+                        async move { app.connection(tcp, shutdown).await },
+                        self.workers.handle(worker),
+                    );
+                }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
@@ -122,14 +115,13 @@ impl FrontendApp {
     async fn connection(self: Arc<Self>, tcp: std::net::TcpStream, shutdown: ShutdownWatch) {
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         let _open = Open(self.counters.clone());
-        let tcp = match tokio::net::TcpStream::from_std(tcp) {
+        let tcp = match workers::adopt(tcp) {
             Ok(tcp) => tcp,
             Err(e) => {
                 tracing::warn!(frontend = %self.name, error = %e, "cannot register a connection");
                 return;
             }
         };
-        let _ = tcp.set_nodelay(true);
         let mut l4 = L4Stream::from(tcp);
         if let Some(acceptor) = &self.tls {
             let tls = match timeout(self.header_timeout(), acceptor.tls_handshake(l4)).await {

@@ -7,13 +7,20 @@
 //! stay on the caller's runtime.
 //!
 //! A connection accepted on the caller's runtime is registered with that runtime's reactor, so
-//! it is handed over as a `std::net::TcpStream` and registered again on its worker.
+//! it is handed over as a `std::net::TcpStream` ([`Workers::accept`]) and registered again on
+//! its worker ([`adopt`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
+
+/// The pause after an accept that failed for want of resources (descriptors, memory), so an
+/// accept loop does not spin while they are short.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The most workers a config may ask for.
 pub const MAX_WORKERS: usize = 256;
@@ -80,12 +87,28 @@ impl Workers {
     }
 
     /// The worker for the next connection, by index.
-    pub fn next(&self) -> usize {
+    fn next(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()
     }
 
     pub fn handle(&self, index: usize) -> &Handle {
         &self.handles[index]
+    }
+
+    /// The next connection on `listener` (named `what` in logs), detached from the caller's
+    /// runtime, and the worker it goes to. A peer that left before the accept is skipped; any
+    /// other failure is logged and retried after a pause. Cancel-safe, for a `select!` loop.
+    pub async fn accept(&self, listener: &TcpListener, what: &str) -> (usize, std::net::TcpStream) {
+        loop {
+            match listener.accept().await.and_then(|(tcp, _)| tcp.into_std()) {
+                Ok(tcp) => return (self.next(), tcp),
+                Err(e) if is_connection_error(&e) => {}
+                Err(e) => {
+                    tracing::warn!(listener = %what, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
     }
 
     /// Ends every worker and waits for its thread. Call once nothing needs them any more.
@@ -99,6 +122,23 @@ impl Workers {
         })
         .await;
     }
+}
+
+/// Registers a connection from [`Workers::accept`] on the current (worker) runtime, with
+/// Nagle's algorithm off: responses are written whole, Nagle would only hold back their tail.
+pub fn adopt(tcp: std::net::TcpStream) -> std::io::Result<TcpStream> {
+    let tcp = TcpStream::from_std(tcp)?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Errors of one connection (the peer reset or left), not of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 impl Drop for Workers {
