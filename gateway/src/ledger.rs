@@ -23,6 +23,7 @@ pub struct CallContext {
 #[derive(Debug, Clone)]
 pub struct LedgerClient {
     channel: Channel,
+    endpoint: Endpoint,
     call_timeout: Duration,
 }
 
@@ -39,17 +40,27 @@ impl LedgerClient {
         connect_timeout: Duration,
         call_timeout: Duration,
     ) -> Result<Self, EndpointError> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
+        let endpoint = Endpoint::from_shared(endpoint.to_owned())
             .map_err(|e| EndpointError(e.to_string()))?
             .connect_timeout(connect_timeout)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
         Ok(Self {
-            channel,
+            channel: endpoint.connect_lazy(),
+            endpoint,
             call_timeout,
         })
+    }
+
+    /// A client of the same endpoint over a connection of its own, whose tasks run on the
+    /// runtime this is called in.
+    pub fn another_connection(&self) -> Self {
+        Self {
+            channel: self.endpoint.connect_lazy(),
+            endpoint: self.endpoint.clone(),
+            call_timeout: self.call_timeout,
+        }
     }
 
     /// How long a unary call may take.

@@ -240,6 +240,7 @@ pub async fn serve(
     let workers = Workers::start("gateway-worker", state.config.workers)?;
     tracing::info!(name = %state.config.name, listen = %local, ledger_api = %state.config.ledger_api, advertised = %state.config.public_url(), workers = workers.count(), "gateway serving");
     let cache = state.cache.clone();
+    cache.observe_on(workers.handle(0).clone());
     let streams = state.streams.clone();
     let app = app(state);
     let connections = TaskTracker::new();

@@ -9,6 +9,11 @@
 //! batch finds none open; when it fails (token expired, replica stopped serving, a slow answer)
 //! it is dropped, that batch observes with a `GetLedgerEnd` call instead, and the next batch
 //! opens a new stream.
+//!
+//! Under `serve`, observations run on one worker thread over a connection of their own made
+//! there (`run_on`), so asking and answering wake no other thread; only the waiters served by
+//! other workers are woken across. Without workers (tests driving the router) they run where the
+//! first query of a batch does, over the shared connection.
 
 use crate::ledger::{CallContext, LedgerClient};
 use crate::metrics::Metrics;
@@ -28,6 +33,9 @@ struct Batch {
 
 pub struct EndObserver {
     ledger: LedgerClient,
+    /// Where observations run when the server has worker threads: one of them, with a
+    /// connection of its own made there, so an observation crosses no thread.
+    home: std::sync::OnceLock<(tokio::runtime::Handle, LedgerClient)>,
     metrics: Metrics,
     batch: Mutex<Batch>,
     /// The open stream, between observations (only the observing task takes it).
@@ -72,6 +80,7 @@ impl EndObserver {
     pub fn new(ledger: LedgerClient, metrics: Metrics) -> Arc<Self> {
         Arc::new(Self {
             ledger,
+            home: std::sync::OnceLock::new(),
             metrics,
             batch: Mutex::new(Batch::default()),
             stream: Mutex::new(None),
@@ -87,10 +96,27 @@ impl EndObserver {
             !std::mem::replace(&mut b.running, true)
         };
         if start {
-            tokio::spawn(self.clone().run());
+            match self.home.get() {
+                Some((handle, _)) => drop(handle.spawn(self.clone().run())),
+                None => drop(tokio::spawn(self.clone().run())),
+            }
         }
         rx.await
             .unwrap_or_else(|_| Err(tonic::Status::unavailable("the gateway is stopping")))
+    }
+
+    /// Runs observations on `handle`'s runtime over a connection made there. Set once, before
+    /// the first query.
+    pub fn run_on(&self, handle: tokio::runtime::Handle) {
+        let ledger = {
+            let _entered = handle.enter();
+            self.ledger.another_connection()
+        };
+        let _ = self.home.set((handle, ledger));
+    }
+
+    fn client(&self) -> &LedgerClient {
+        self.home.get().map_or(&self.ledger, |(_, l)| l)
     }
 
     async fn run(self: Arc<Self>) {
@@ -137,7 +163,7 @@ impl EndObserver {
             }
         }
         self.metrics.ledger_end_via_call.inc();
-        self.ledger.ledger_end(ctx).await
+        self.client().ledger_end(ctx).await
     }
 
     /// Asks on the open stream, else on a new one opened under `ctx`; the stream is kept only
@@ -146,7 +172,7 @@ impl EndObserver {
         let open = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut stream = match open {
             Some(stream) => stream,
-            None => EndStream::open(&self.ledger, ctx).await?,
+            None => EndStream::open(self.client(), ctx).await?,
         };
         let end = tokio::time::timeout(self.ledger.call_timeout(), stream.ask())
             .await

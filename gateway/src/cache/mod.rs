@@ -140,6 +140,11 @@ impl QueryCache {
         }
     }
 
+    /// Observes the ledger end on `handle`'s runtime (a worker thread's).
+    pub fn observe_on(&self, handle: tokio::runtime::Handle) {
+        self.inner.ends.run_on(handle);
+    }
+
     /// The entries of `parties`, each at least at `at_least` (or, without it, at the ledger end
     /// observed now with the caller's token). Returns them and the offset they are read at.
     pub async fn read(
