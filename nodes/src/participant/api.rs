@@ -454,7 +454,20 @@ fn spawn_stream<T: Send + 'static>(
     tx: mpsc::Sender<Result<T, Status>>,
     producer: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    // A token valid for more than a year (or with an absurd `exp`) sets no timer.
+    let expired = token_expiry(caller);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = producer => {}
+            () = expired => {
+                let _ = tx.send(Err(expired_status())).await;
+            }
+        }
+    });
+}
+
+/// Completes when the caller's token expires; never for a token valid for more than a year (or
+/// with an absurd `exp`).
+fn token_expiry(caller: &Caller) -> impl std::future::Future<Output = ()> + Send + 'static {
     let expiry = caller.expires_at.and_then(|exp| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -462,26 +475,21 @@ fn spawn_stream<T: Send + 'static>(
         let left = Duration::from_secs(exp).saturating_sub(now);
         (left <= Duration::from_secs(365 * 24 * 3600)).then(|| tokio::time::Instant::now() + left)
     });
-    tokio::spawn(async move {
-        let expired = async {
-            match expiry {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = producer => {}
-            () = expired => {
-                let _ = tx
-                    .send(Err(error(
-                        Code::Unauthenticated,
-                        "UNAUTHENTICATED",
-                        "expired: the token this stream was opened with has expired",
-                    )))
-                    .await;
-            }
+    async move {
+        match expiry {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
         }
-    });
+    }
+}
+
+/// What a stream's last message is when its token expired.
+fn expired_status() -> Status {
+    error(
+        Code::Unauthenticated,
+        "UNAUTHENTICATED",
+        "expired: the token this stream was opened with has expired",
+    )
 }
 
 #[tonic::async_trait]
@@ -728,28 +736,40 @@ impl pb::state_service_server::StateService for LedgerApi {
         Ok(Response::new(pb::GetLedgerEndResponse { offset }))
     }
 
-    type ObserveLedgerEndStream = Stream<pb::GetLedgerEndResponse>;
+    type ObserveLedgerEndStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::GetLedgerEndResponse, Status>> + Send>,
+    >;
 
+    /// Answers each ask as the connection polls for the next answer, with no task in between
+    /// (the gateway asks thousands of times a second), until the client ends the stream, it
+    /// breaks, or the token expires.
     async fn observe_ledger_end(
         &self,
         request: Request<Streaming<pb::GetLedgerEndRequest>>,
     ) -> Result<Response<Self::ObserveLedgerEndStream>, Status> {
         let caller = authorize(&self.0, &request).await?;
-        let mut asks = request.into_inner();
-        let (tx, rx) = mpsc::channel(1);
-        let p = self.0.clone();
-        spawn_stream(&caller, tx.clone(), async move {
-            // Until the client ends the stream (or it breaks).
-            while let Ok(Some(_)) = asks.message().await {
-                let end = p.with_engine(|e| e.ledger_end).await;
-                let stop = end.is_err();
-                let answer = end.map(|offset| pb::GetLedgerEndResponse { offset });
-                if tx.send(answer).await.is_err() || stop {
-                    return;
-                }
+        let open = (
+            request.into_inner(),
+            self.0.clone(),
+            Box::pin(token_expiry(&caller)),
+        );
+        let answers = futures_util::stream::unfold(Some(open), |open| async move {
+            let (mut asks, p, mut expired) = open?;
+            tokio::select! {
+                () = &mut expired => Some((Err(expired_status()), None)),
+                ask = asks.message() => match ask {
+                    Ok(Some(_)) => match p.with_engine(|e| e.ledger_end).await {
+                        Ok(offset) => Some((
+                            Ok(pb::GetLedgerEndResponse { offset }),
+                            Some((asks, p, expired)),
+                        )),
+                        Err(status) => Some((Err(status), None)),
+                    },
+                    Ok(None) | Err(_) => None,
+                },
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(answers)))
     }
 }
 
