@@ -80,6 +80,16 @@ pub fn verify(public_key: &[u8], message: &[u8], signature: &[u8]) -> Result<(),
         .try_into()
         .map_err(|_| IdentityError::BadKeyLength(public_key.len()))?;
     let key = VerifyingKey::from_bytes(&key).map_err(|_| IdentityError::BadKey)?;
+    verify_with(&key, message, signature)
+}
+
+/// Verifies `signature` over `message` with a key already decompressed, which saves a good part
+/// of the work `verify` does for a key that signs many messages.
+pub fn verify_with(
+    key: &VerifyingKey,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), IdentityError> {
     let signature: [u8; 64] = signature
         .try_into()
         .map_err(|_| IdentityError::BadSignatureLength(signature.len()))?;

@@ -7,7 +7,7 @@ use super::{
     acknowledge_signing_bytes, now_us, send_signing_bytes, subscribe_signing_bytes, Sequencer,
 };
 use crate::identity::MemberKind;
-use crate::identity::{verify, MemberId};
+use crate::identity::{verify_with, MemberId};
 use crate::store::sequencer::{NewEvent, StoredEvent};
 use crate::topology::{Mapping, SignedTransaction, TopologyState, Transaction, BROADCAST};
 use std::collections::BTreeSet;
@@ -47,7 +47,7 @@ impl Sequencer {
             .ok_or_else(|| {
                 Status::permission_denied(format!("{member} is not a member of this synchronizer"))
             })?;
-        verify(&key, bytes, signature)
+        verify_with(&key, bytes, signature)
             .map_err(|e| Status::unauthenticated(format!("{member}: {e}")))
     }
 

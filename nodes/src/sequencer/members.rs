@@ -7,6 +7,8 @@
 use super::Head;
 use crate::store::{Store, StoreError};
 use crate::topology::{SignedTransaction, TopologyState};
+use ed25519_dalek::VerifyingKey;
+use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 use tandem_proto::synchronizer::v1 as msg;
@@ -28,6 +30,9 @@ pub(crate) struct Members {
     head: watch::Receiver<Head>,
     delay_us: i64,
     known: RwLock<Known>,
+    /// Members' keys decompressed, by their raw bytes: decompressing is a good part of a
+    /// signature check, and every send is checked.
+    parsed: RwLock<HashMap<[u8; 32], VerifyingKey>>,
     refreshing: Mutex<()>,
 }
 
@@ -38,6 +43,7 @@ impl Members {
             head,
             delay_us: i64::try_from(delay.as_micros()).unwrap_or(i64::MAX),
             known: RwLock::new(Known::default()),
+            parsed: RwLock::default(),
             refreshing: Mutex::new(()),
         }
     }
@@ -46,18 +52,38 @@ impl Members {
         self.known.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lookup(&self, member: &str, now_us: i64) -> (Option<Vec<u8>>, bool) {
+    fn lookup(&self, member: &str, now_us: i64) -> (Option<VerifyingKey>, bool) {
         let known = self.read();
         let fresh = known.refreshed.is_some_and(|t| t.elapsed() < REFRESH_EVERY);
-        let key = match &known.trust_root {
-            Some((root, key)) if root == member => Some(key.clone()),
-            _ => known.state.key_of(member, now_us).map(<[u8]>::to_vec),
+        let raw = match &known.trust_root {
+            Some((root, key)) if root == member => Some(key.as_slice()),
+            _ => known.state.key_of(member, now_us),
         };
-        (key, fresh)
+        (raw.and_then(|raw| self.parsed(raw)), fresh)
+    }
+
+    /// `raw` decompressed, once per key. Keys are checked when they are admitted, so one that
+    /// does not decompress cannot be in the state; it would name no member.
+    fn parsed(&self, raw: &[u8]) -> Option<VerifyingKey> {
+        let raw: [u8; 32] = raw.try_into().ok()?;
+        if let Some(key) = self
+            .parsed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&raw)
+        {
+            return Some(*key);
+        }
+        let key = VerifyingKey::from_bytes(&raw).ok()?;
+        self.parsed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(raw, key);
+        Some(key)
     }
 
     /// The key of `member` if it is a member now, re-reading the broadcasts on a miss.
-    pub(super) async fn key_of(&self, member: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(super) async fn key_of(&self, member: &str) -> Result<Option<VerifyingKey>, StoreError> {
         let (key, fresh) = self.lookup(member, super::now_us());
         if key.is_some() && fresh {
             return Ok(key);
