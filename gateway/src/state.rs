@@ -26,7 +26,7 @@ pub struct AppState {
     pub openapi_yaml: String,
     pub openapi_json: String,
     /// Package id → package name, for matching `#name:M:T` filters against package ids.
-    pub package_names: RwLock<HashMap<String, String>>,
+    pub package_names: RwLock<Arc<HashMap<String, String>>>,
     /// Cancelled at shutdown: ends websocket streams.
     pub shutdown: CancellationToken,
     /// The open websocket streams (each holds a token), which shutdown waits for: they run on
@@ -51,17 +51,18 @@ impl AppState {
         usize::try_from(self.config.max_list_items).unwrap_or(usize::MAX)
     }
 
-    /// A snapshot of the package names.
-    pub fn names(&self) -> HashMap<String, String> {
+    /// A snapshot of the package names (shared, not copied: every query reads them).
+    pub fn names(&self) -> Arc<HashMap<String, String>> {
         self.package_names
             .read()
-            .map(|m| m.clone())
+            .map(|m| Arc::clone(&m))
             .unwrap_or_default()
     }
 
     /// Keeps package id → name for matching `#name` template ids.
     pub fn remember_names(&self, packages: &[tandem_proto::ledger::v2::PackageDetails]) {
         if let Ok(mut names) = self.package_names.write() {
+            let names = Arc::make_mut(&mut names);
             for p in packages {
                 names.insert(p.package_id.clone(), p.name.clone());
             }
@@ -75,7 +76,7 @@ impl AppState {
         &self,
         templates: impl IntoIterator<Item = &'a str>,
         ctx: &CallContext,
-    ) -> HashMap<String, String> {
+    ) -> Arc<HashMap<String, String>> {
         let names = self.names();
         let unknown = templates.into_iter().any(|t| {
             t.strip_prefix('#')
