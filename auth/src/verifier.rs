@@ -165,6 +165,14 @@ impl Verifier {
         }
     }
 
+    /// The second after which a token with these claims is refused: its `exp` plus the leeway;
+    /// `None` without an `exp`. A stream opened with the token should end then, not before.
+    pub fn refused_after(&self, claims: &Claims) -> Option<u64> {
+        claims
+            .expires_at
+            .map(|exp| exp.saturating_add(self.inner.leeway))
+    }
+
     /// How many JWKS fetches were started (for metrics).
     pub fn jwks_fetches(&self) -> u64 {
         self.inner.jwks.as_ref().map_or(0, JwksCache::fetches)

@@ -344,7 +344,8 @@ async fn observe_ledger_end(
 /// Reads `stream` to its end, which must be UNAUTHENTICATED `expired` (what was sent before the
 /// expiry comes first).
 async fn ends_expired<T>(what: &str, stream: &mut tonic::Streaming<T>) {
-    let status = tokio::time::timeout(Duration::from_secs(10), async {
+    // The token expires 3 s after it was signed and is refused 5 s (the leeway) later.
+    let status = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             match stream.message().await {
                 Ok(Some(_)) => continue,
@@ -430,8 +431,8 @@ async fn bad_tokens_are_refused(sync: &Synchronizer, bank: &str) {
         .unwrap();
     assert!(answers.message().await.unwrap().is_some());
     // A valid token that expires in a few seconds (from now, not from the start of this
-    // function): every ask is answered with the ledger end as the ask arrives; then the
-    // stream ends, UNAUTHENTICATED.
+    // function): every ask is answered with the ledger end as the ask arrives; then, once the
+    // token is refused (its `exp` plus the verifier's leeway), the stream ends UNAUTHENTICATED.
     let soon = sign(&user(unix_now() + 3), TEST_JWT_SECRET);
     let admin = LedgerClient::connect_lazy(&api, "participant_admin", &soon).unwrap();
     let (asks, mut answers) = observe_ledger_end(&admin).await.unwrap();

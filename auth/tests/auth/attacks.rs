@@ -55,8 +55,11 @@ async fn expired_token() {
         Reason::Expired
     );
     // Within the 5 s leeway it still passes (jsonwebtoken's default would allow 60 s).
-    let just = with(scope_claims("alice"), "exp", json!(now() - 2));
-    verifier.verify(&rsa_token(&just)).await.unwrap();
+    let exp = now() - 2;
+    let just = with(scope_claims("alice"), "exp", json!(exp));
+    let claims = verifier.verify(&rsa_token(&just)).await.unwrap();
+    // Streams opened with it end when it is refused, not at its `exp`.
+    assert_eq!(verifier.refused_after(&claims), Some(exp + 5));
 }
 
 #[tokio::test]

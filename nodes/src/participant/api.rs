@@ -50,7 +50,7 @@ pub async fn authorize<T>(p: &Participant, request: &Request<T>) -> Result<Calle
         }
         status
     })?;
-    let expires_at = claims.expires_at;
+    let expires_at = p.settings().verifier.refused_after(&claims);
     match claims.grant {
         tandem_auth::Grant::User { user_id } => user_caller(p, user_id, expires_at).await,
         tandem_auth::Grant::Rights(r) => {

@@ -83,7 +83,8 @@ impl Settings {
 pub struct Caller {
     pub user_id: String,
     pub rights: Rights,
-    /// When the caller's token expires (seconds since the epoch), if it does.
+    /// When the caller's token stops being accepted (seconds since the epoch): its `exp` plus
+    /// the verifier's leeway, if it has an `exp`. Streams opened with it end then.
     pub expires_at: Option<u64>,
 }
 
