@@ -46,14 +46,16 @@ pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
     let dir = tempfile::Builder::new()
         .prefix("tandem-bench-gateway-")
         .tempdir()?;
+    let cpu = super::bench::CpuTimes::read();
     let result = measure(&args, &sync, dir.path()).await;
+    let steal = super::bench::CpuTimes::steal_field(&cpu);
     sync.stop().await.map_err(anyhow::Error::msg)?;
     let r = result?;
     let backend = if postgres { "postgres" } else { "sqlite" };
     println!(
         "bench=gateway backend={backend} load={} contracts={} clients={} duration_s={} gateway_workers={} \
          query_per_s={:.0} query_p50_ms={:.2} query_p99_ms={:.2} \
-         create_clients={} create_per_s={:.0} create_p50_ms={:.1} create_p99_ms={:.1} cache_mb={:.1} gateway_rss_mb={:.1}",
+         create_clients={} create_per_s={:.0} create_p50_ms={:.1} create_p99_ms={:.1} cache_mb={:.1} gateway_rss_mb={:.1}{steal}",
         r.load,
         args.contracts,
         args.clients,

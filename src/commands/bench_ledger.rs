@@ -75,10 +75,13 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(())
     };
-    let result = match started.await {
+    let started = started.await;
+    let cpu = super::bench::CpuTimes::read();
+    let result = match started {
         Ok(()) => drive(&args, &apis).await,
         Err(e) => Err(e),
     };
+    let steal = super::bench::CpuTimes::steal_field(&cpu);
     let phases = phase_means(&processes).await;
     for p in processes.iter_mut().rev() {
         p.stop(Duration::from_secs(10)).await;
@@ -100,7 +103,7 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<ExitCode> {
         .map(|(phase, ms)| format!(" {phase}_ms={ms:.1}"))
         .collect();
     println!(
-        "bench=ledger backend={backend} participants={} clients={} duration_s={} transactions={total} tx_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}{phase_figures}",
+        "bench=ledger backend={backend} participants={} clients={} duration_s={} transactions={total} tx_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}{phase_figures}{steal}",
         args.participants,
         args.clients,
         args.duration,

@@ -75,14 +75,17 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(30),
     )
     .await;
+    let mut cpu = None;
     let result = match tm {
         Ok(mut tm) => {
+            cpu = super::bench::CpuTimes::read();
             let result = drive(&args, &processes, &topology.topology_manager_endpoints()).await;
             tm.stop(Duration::from_secs(10)).await;
             result
         }
         Err(e) => Err(e.into()),
     };
+    let steal = super::bench::CpuTimes::steal_field(&cpu);
     for p in &mut processes {
         p.stop(Duration::from_secs(10)).await;
     }
@@ -96,14 +99,15 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
         "postgres"
     };
     println!(
-        "bench=sequencer backend={backend} sequencers={} members={} messages={total} in_flight={} events_per_s={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        "bench=sequencer backend={backend} sequencers={} members={} messages={total} in_flight={} events_per_s={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}{}",
         args.sequencers,
         args.members,
         args.in_flight,
         total as f64 / elapsed.as_secs_f64(),
         pct(0.50),
         pct(0.99),
-        pct(1.0)
+        pct(1.0),
+        steal,
     );
     Ok(ExitCode::SUCCESS)
 }

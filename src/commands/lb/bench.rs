@@ -431,6 +431,7 @@ pub async fn bench(args: BenchLbArgs) -> anyhow::Result<ExitCode> {
     let haproxy_addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(haproxy_addr(ports.0)).await?;
 
+    let counters = crate::commands::bench::CpuTimes::read();
     let result = async {
         // Both proxies start their checks now; give every server time to come up.
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -464,7 +465,7 @@ pub async fn bench(args: BenchLbArgs) -> anyhow::Result<ExitCode> {
              direct_p50_ms={:.2} direct_p99_ms={:.2} tandem_added_p99_ms={:.2} haproxy_added_p99_ms={:.2} \
              tandem_cpu_us_per_call={:.0} haproxy_cpu_us_per_call={:.0} cpu_ratio={:.2} \
              tandem_errors={} haproxy_errors={} detection_ms={td:.0} tandem_tuned_detection_ms={tt:.0} \
-             haproxy_detection_ms={hd:.0} haproxy_tuned_detection_ms={ht:.0}",
+             haproxy_detection_ms={hd:.0} haproxy_tuned_detection_ms={ht:.0}{}",
             args.seconds,
             args.connections,
             args.streams,
@@ -485,6 +486,7 @@ pub async fn bench(args: BenchLbArgs) -> anyhow::Result<ExitCode> {
             cpu(&h) / cpu(&t).max(1.0),
             t.errors,
             h.errors,
+            crate::commands::bench::CpuTimes::steal_field(&counters),
         );
         anyhow::Ok(())
     }
