@@ -347,9 +347,10 @@ pub async fn an_ended_ledger_end_stream_is_replaced(ledger_api: &str) {
     };
     assert_eq!(counts().await, (1.0, 0.0));
     // Expiry is wall-clock time: wait until the token is refused (its `exp` plus the
-    // participant's default leeway of 5 s), plus a second for the participant's timer to end
+    // participant's leeway, the default), plus a second for the participant's timer to end
     // the stream.
-    while common::now() < exp + 5 + 1 {
+    let leeway = tandem_auth::AuthConfig::default().leeway_seconds;
+    while common::now() < exp + leeway + 1 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     query(&gw, &party, json!({})).await;

@@ -133,7 +133,7 @@ impl Bench {
 
 async fn bench(args: BenchArgs, mode: Mode) -> anyhow::Result<ExitCode> {
     let mut bench = setup(&args).await?;
-    let cpu = CpuTimes::read();
+    let steal = StealMeter::start();
     let result = trials(&mut bench, &args, mode).await;
     bench.stop().await;
     let samples = result?;
@@ -155,7 +155,7 @@ async fn bench(args: BenchArgs, mode: Mode) -> anyhow::Result<ExitCode> {
         percentile(&samples, 0.99),
         percentile(&samples, 1.0),
         samples.iter().sum::<f64>() / samples.len().max(1) as f64,
-        CpuTimes::steal_field(&cpu),
+        steal.summary(),
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -209,10 +209,12 @@ pub fn percentile(samples: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// The machine's CPU time counters from `/proc/stat`, to tell how much of a run the hypervisor
-/// took away (steal). On a shared VM a run with more than a few percent of steal measured a
-/// busy host as much as Tandem, and its figures are not comparable with a quiet run's.
-pub struct CpuTimes {
+/// How much of a run the hypervisor took away (steal), from the machine's CPU time counters in
+/// `/proc/stat`. On a shared VM a run with more than a few percent of steal measured a busy
+/// host as much as Tandem, and its figures are not comparable with a quiet run's.
+pub struct StealMeter(Option<CpuTimes>);
+
+struct CpuTimes {
     steal: u64,
     total: u64,
 }
@@ -220,9 +222,33 @@ pub struct CpuTimes {
 /// Steal above this share of a run's CPU time gets a warning next to the summary line.
 const STEAL_WARN_PCT: f64 = 5.0;
 
+impl StealMeter {
+    /// Starts measuring now.
+    pub fn start() -> Self {
+        Self(CpuTimes::read())
+    }
+
+    /// ` steal_pct=N.N` for a summary line: the share of the machine's CPU time the hypervisor
+    /// took since the start, with a warning on stderr when it is high; empty where `/proc/stat`
+    /// is unreadable (not Linux).
+    pub fn summary(&self) -> String {
+        let (Some(start), Some(now)) = (&self.0, CpuTimes::read()) else {
+            return String::new();
+        };
+        let total = now.total.saturating_sub(start.total).max(1);
+        let pct = 100.0 * now.steal.saturating_sub(start.steal) as f64 / total as f64;
+        if pct > STEAL_WARN_PCT {
+            eprintln!(
+                "warning: the hypervisor took {pct:.1}% of this machine's CPU time during the run \
+                 (steal); these figures measure a busy host and are not comparable with a quiet run's"
+            );
+        }
+        format!(" steal_pct={pct:.1}")
+    }
+}
+
 impl CpuTimes {
-    /// The counters now; `None` where `/proc/stat` is unreadable (not Linux).
-    pub fn read() -> Option<Self> {
+    fn read() -> Option<Self> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let fields: Vec<u64> = stat
             .lines()
@@ -238,23 +264,6 @@ impl CpuTimes {
             total: fields.iter().take(8).sum(),
         })
     }
-
-    /// ` steal_pct=N.N` for a summary line: the share of the machine's CPU time the hypervisor
-    /// took since `start`, with a warning on stderr when it is high; empty without counters.
-    pub fn steal_field(start: &Option<Self>) -> String {
-        let (Some(start), Some(now)) = (start, Self::read()) else {
-            return String::new();
-        };
-        let total = now.total.saturating_sub(start.total).max(1);
-        let pct = 100.0 * now.steal.saturating_sub(start.steal) as f64 / total as f64;
-        if pct > STEAL_WARN_PCT {
-            eprintln!(
-                "warning: the hypervisor took {pct:.1}% of this machine's CPU time during the run \
-                 (steal); these figures measure a busy host and are not comparable with a quiet run's"
-            );
-        }
-        format!(" steal_pct={pct:.1}")
-    }
 }
 
 #[cfg(test)]
@@ -263,12 +272,12 @@ mod tests {
 
     #[test]
     fn steal_is_read_from_proc_stat() {
-        let start = CpuTimes::read();
+        let meter = StealMeter::start();
         if cfg!(target_os = "linux") {
-            assert!(start.is_some(), "/proc/stat has the eight counters");
+            assert!(meter.0.is_some(), "/proc/stat has the eight counters");
         }
-        let field = CpuTimes::steal_field(&start);
-        if start.is_some() {
+        let field = meter.summary();
+        if meter.0.is_some() {
             let pct: f64 = field
                 .strip_prefix(" steal_pct=")
                 .and_then(|v| v.parse().ok())

@@ -46,9 +46,9 @@ pub async fn run(args: BenchGatewayArgs) -> anyhow::Result<ExitCode> {
     let dir = tempfile::Builder::new()
         .prefix("tandem-bench-gateway-")
         .tempdir()?;
-    let cpu = super::bench::CpuTimes::read();
+    let steal = super::bench::StealMeter::start();
     let result = measure(&args, &sync, dir.path()).await;
-    let steal = super::bench::CpuTimes::steal_field(&cpu);
+    let steal = steal.summary();
     sync.stop().await.map_err(anyhow::Error::msg)?;
     let r = result?;
     let backend = if postgres { "postgres" } else { "sqlite" };

@@ -76,12 +76,12 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     };
     let started = started.await;
-    let cpu = super::bench::CpuTimes::read();
+    let steal = super::bench::StealMeter::start();
     let result = match started {
         Ok(()) => drive(&args, &apis).await,
         Err(e) => Err(e),
     };
-    let steal = super::bench::CpuTimes::steal_field(&cpu);
+    let steal = steal.summary();
     let phases = phase_means(&processes).await;
     for p in processes.iter_mut().rev() {
         p.stop(Duration::from_secs(10)).await;

@@ -75,17 +75,16 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(30),
     )
     .await;
-    let mut cpu = None;
+    let steal = super::bench::StealMeter::start();
     let result = match tm {
         Ok(mut tm) => {
-            cpu = super::bench::CpuTimes::read();
             let result = drive(&args, &processes, &topology.topology_manager_endpoints()).await;
             tm.stop(Duration::from_secs(10)).await;
             result
         }
         Err(e) => Err(e.into()),
     };
-    let steal = super::bench::CpuTimes::steal_field(&cpu);
+    let steal = steal.summary();
     for p in &mut processes {
         p.stop(Duration::from_secs(10)).await;
     }

@@ -238,16 +238,17 @@ async fn first_request<T: DeserializeOwned>(socket: &mut WebSocket) -> Result<T,
     }
 }
 
-/// Seconds until the token expires, if it does.
-fn until_expiry(caller: &Caller) -> Duration {
+/// How long until the token is refused (its `exp` plus the leeway, as the participant ends its
+/// streams), if it ever is.
+fn until_expiry(state: &SharedState, caller: &Caller) -> Duration {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    caller
-        .claims
-        .expires_at
-        .map_or(Duration::from_secs(365 * 24 * 3600), |exp| {
-            Duration::from_secs(exp.saturating_sub(now))
+    state
+        .verifier
+        .refused_after(&caller.claims)
+        .map_or(Duration::from_secs(365 * 24 * 3600), |refused| {
+            Duration::from_secs(refused.saturating_sub(now))
         })
 }
 
@@ -284,7 +285,7 @@ where
 {
     let mut ticker = tokio::time::interval(state.heartbeat());
     ticker.tick().await;
-    let expiry = tokio::time::sleep(until_expiry(caller));
+    let expiry = tokio::time::sleep(until_expiry(state, caller));
     tokio::pin!(expiry);
     let mut last = begin;
     loop {

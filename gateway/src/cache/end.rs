@@ -96,10 +96,11 @@ impl EndObserver {
             !std::mem::replace(&mut b.running, true)
         };
         if start {
+            let run = self.clone().run();
             match self.home.get() {
-                Some((handle, _)) => drop(handle.spawn(self.clone().run())),
-                None => drop(tokio::spawn(self.clone().run())),
-            }
+                Some((handle, _)) => handle.spawn(run),
+                None => tokio::spawn(run),
+            };
         }
         rx.await
             .unwrap_or_else(|_| Err(tonic::Status::unavailable("the gateway is stopping")))

@@ -50,9 +50,9 @@ pub async fn authorize<T>(p: &Participant, request: &Request<T>) -> Result<Calle
         }
         status
     })?;
-    let expires_at = p.settings().verifier.refused_after(&claims);
+    let refused_after = p.settings().verifier.refused_after(&claims);
     match claims.grant {
-        tandem_auth::Grant::User { user_id } => user_caller(p, user_id, expires_at).await,
+        tandem_auth::Grant::User { user_id } => user_caller(p, user_id, refused_after).await,
         tandem_auth::Grant::Rights(r) => {
             // Custom claims: the rights are in the token; the user is its application id.
             let user_id = r
@@ -69,7 +69,7 @@ pub async fn authorize<T>(p: &Participant, request: &Request<T>) -> Result<Calle
                     act_as: r.act_as.into_iter().collect(),
                     read_as: r.read_as.into_iter().collect(),
                 },
-                expires_at,
+                refused_after,
             })
         }
     }
@@ -79,7 +79,7 @@ pub async fn authorize<T>(p: &Participant, request: &Request<T>) -> Result<Calle
 async fn user_caller(
     p: &Participant,
     user: String,
-    expires_at: Option<u64>,
+    refused_after: Option<u64>,
 ) -> Result<Caller, Status> {
     let admin = p.settings().admin_users.contains(&user);
     let row = p
@@ -105,7 +105,7 @@ async fn user_caller(
     Ok(Caller {
         user_id: user,
         rights,
-        expires_at,
+        refused_after,
     })
 }
 
@@ -465,10 +465,10 @@ fn spawn_stream<T: Send + 'static>(
     });
 }
 
-/// Completes when the caller's token expires; never for a token valid for more than a year (or
-/// with an absurd `exp`).
+/// Completes when the caller's token is refused; never for a token valid for more than a year
+/// (or with an absurd `exp`).
 fn token_expiry(caller: &Caller) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let expiry = caller.expires_at.and_then(|exp| {
+    let expiry = caller.refused_after.and_then(|exp| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();

@@ -85,7 +85,7 @@ pub struct Caller {
     pub rights: Rights,
     /// When the caller's token stops being accepted (seconds since the epoch): its `exp` plus
     /// the verifier's leeway, if it has an `exp`. Streams opened with it end then.
-    pub expires_at: Option<u64>,
+    pub refused_after: Option<u64>,
 }
 
 impl Caller {

@@ -431,7 +431,7 @@ pub async fn bench(args: BenchLbArgs) -> anyhow::Result<ExitCode> {
     let haproxy_addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     wait_listening(haproxy_addr(ports.0)).await?;
 
-    let counters = crate::commands::bench::CpuTimes::read();
+    let steal = crate::commands::bench::StealMeter::start();
     let result = async {
         // Both proxies start their checks now; give every server time to come up.
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -486,7 +486,7 @@ pub async fn bench(args: BenchLbArgs) -> anyhow::Result<ExitCode> {
             cpu(&h) / cpu(&t).max(1.0),
             t.errors,
             h.errors,
-            crate::commands::bench::CpuTimes::steal_field(&counters),
+            steal.summary(),
         );
         anyhow::Ok(())
     }
