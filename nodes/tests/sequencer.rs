@@ -13,6 +13,9 @@ use tandem_nodes::sequencer::now_us;
 use tandem_nodes::testing::Synchronizer;
 use tandem_proto::sequencer::v1 as pb;
 
+/// None of these tests stops a writer, so `offline_after` is generous: on a loaded 2-core CI
+/// machine a SQLite heartbeat can wait half a second behind the other writers, and a writer its
+/// peers marked offline refuses sends until it rejoins (the kill tests cover that path).
 async fn start(postgres: bool, sequencers: u32) -> Option<Synchronizer> {
     Synchronizer::start(
         postgres,
@@ -20,7 +23,7 @@ async fn start(postgres: bool, sequencers: u32) -> Option<Synchronizer> {
         0,
         0,
         "topology_change_delay_ms = 50",
-        "heartbeat_interval_ms = 50\noffline_after_ms = 500",
+        "heartbeat_interval_ms = 50\noffline_after_ms = 5000",
     )
     .await
     .unwrap()
