@@ -443,6 +443,24 @@ async fn mediator_verdicts(postgres: bool) {
             m.verdict_counts()
         );
     }
+    // The mediator's receipts mark every verdict sent, so a replica that takes over resends none.
+    let store = &sync.mediators[0].store;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let open = store.mediator_open_requests("mediator").await.unwrap();
+        if open.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "verdicts never marked sent: {:?}",
+            open.iter().map(|r| r.request_ts).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = store.mediator_requests("mediator", 10).await.unwrap();
+    assert_eq!(all.len(), 4, "four requests");
+    assert!(all.iter().all(|r| r.verdict_sent && r.verdict.is_some()));
     drop(members);
     sync.stop().await.unwrap();
 }

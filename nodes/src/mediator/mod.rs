@@ -124,10 +124,27 @@ struct Outgoing {
     request_ts: i64,
     recipients: Vec<String>,
     payload: Vec<u8>,
-    /// Set for a verdict sent before the transaction that decided it committed: becomes true
-    /// once it did. The verdict is marked sent only then (the row may not exist before), and
-    /// not at all if the sender is dropped first.
-    committed: Option<watch::Receiver<bool>>,
+}
+
+/// The message id of the verdict on the request sequenced at `request_ts`: a resend after a
+/// crash or failover carries the same id, which the sequencer refuses as a duplicate.
+fn verdict_message_id(request_ts: i64) -> String {
+    format!("{VERDICT_ID_PREFIX}{request_ts}")
+}
+
+const VERDICT_ID_PREFIX: &str = "verdict-";
+
+/// The request whose verdict `event` is this mediator's receipt for (`me` is its member id): the
+/// sequencer has that verdict. A verdict refused with a deliver error was not sent.
+fn verdict_receipt(event: &SequencedEvent, me: &str) -> Option<i64> {
+    if event.sender != me || event.deliver_error.is_some() {
+        return None;
+    }
+    event
+        .message_id
+        .strip_prefix(VERDICT_ID_PREFIX)?
+        .parse()
+        .ok()
 }
 
 impl Mediator {
@@ -223,14 +240,7 @@ impl Mediator {
                 pending.insert(p.row.request_ts, p);
             }
         }
-        let sender = tokio::spawn(send_verdicts(
-            member.clone(),
-            store.clone(),
-            fence.clone(),
-            node.clone(),
-            out_rx,
-            stop.clone(),
-        ));
+        let sender = tokio::spawn(send_verdicts(member.clone(), out_rx, stop.clone()));
         let from = store.member_cursor(node).await?;
         let mut events = member.subscribe(from, stop.clone());
         let result = loop {
@@ -274,7 +284,10 @@ impl Mediator {
     /// verdict decided by events follows from them in sequencer order alone, so a replica that
     /// processes them again after a crash or failover decides the same verdict under the same
     /// message id, which the sequencer refuses as a duplicate. (A timeout verdict depends on the
-    /// clock too; it goes out after its transaction, see `time_out`.)
+    /// clock too; it goes out after its transaction, see `time_out`.) A verdict is marked sent
+    /// when this mediator's receipt for it comes by in the subscription, in that batch's
+    /// transaction: the receipt is sequenced after the verdict, so the batch that decided it has
+    /// committed by then, and a replica that resumes before the receipt sends it again.
     async fn on_events(
         &self,
         fence: &Fence,
@@ -286,23 +299,25 @@ impl Mediator {
         let Some(last) = events.last().map(|e| e.timestamp_us) else {
             return Ok(());
         };
+        let me = self.0.id.to_string();
         let mut db = self.0.store.begin_fenced(fence).await?;
         let mut decided = Vec::new();
         for event in events {
-            self.on_event(&mut db, topology, pending, event, &mut decided)
-                .await?;
+            match verdict_receipt(&event, &me) {
+                Some(request_ts) => db.mark_verdict_sent(&self.0.node, request_ts).await?,
+                None => {
+                    self.on_event(&mut db, topology, pending, event, &mut decided)
+                        .await?
+                }
+            }
         }
-        let (committed, when_committed) = watch::channel(false);
         for p in decided {
             if let Some(payload) = p.row.verdict.clone() {
-                let mut v = outgoing(&p, payload);
-                v.committed = Some(when_committed.clone());
-                let _ = out.send(v);
+                let _ = out.send(outgoing(&p, payload));
             }
         }
         db.set_member_cursor(&self.0.node, last).await?;
         db.commit().await?;
-        committed.send_replace(true);
         Ok(())
     }
 
@@ -456,18 +471,14 @@ fn outgoing(p: &Pending, payload: Vec<u8>) -> Outgoing {
         request_ts: p.row.request_ts,
         recipients: p.aggregation.recipients.iter().cloned().collect(),
         payload,
-        committed: None,
     }
 }
 
 /// Sends verdicts as they are decided, up to [`VERDICTS_IN_FLIGHT`] at once (each waits for
 /// its sequencer receipt; verdicts are independent and their message ids make a resend
-/// harmless); each is marked sent once the sequencer has it.
+/// harmless). The subscription's receipts mark them sent, see `on_events`.
 async fn send_verdicts(
     member: Member,
-    store: Store,
-    fence: Fence,
-    node: String,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     stop: CancellationToken,
 ) {
@@ -482,15 +493,9 @@ async fn send_verdicts(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let (member, store, fence, node, stop) = (
-            member.clone(),
-            store.clone(),
-            fence.clone(),
-            node.clone(),
-            stop.clone(),
-        );
+        let (member, stop) = (member.clone(), stop.clone());
         sending.spawn(async move {
-            send_verdict(&member, &store, &fence, &node, v, &stop).await;
+            send_verdict(&member, v, &stop).await;
             drop(slot);
         });
         while sending.try_join_next().is_some() {}
@@ -498,24 +503,16 @@ async fn send_verdicts(
     while sending.join_next().await.is_some() {}
 }
 
-/// Sends one verdict until the sequencer has it, then marks it sent (for a verdict sent early,
-/// once its transaction committed).
-async fn send_verdict(
-    member: &Member,
-    store: &Store,
-    fence: &Fence,
-    node: &str,
-    v: Outgoing,
-    stop: &CancellationToken,
-) {
-    let message_id = format!("verdict-{}", v.request_ts);
+/// Sends one verdict until the sequencer has it.
+async fn send_verdict(member: &Member, v: Outgoing, stop: &CancellationToken) {
+    let message_id = verdict_message_id(v.request_ts);
     loop {
         let sent = tokio::select! {
             () = stop.cancelled() => return,
             s = member.send(&message_id, &v.recipients, v.payload.clone()) => s,
         };
         match sent {
-            Ok(Sent::At(_) | Sent::AlreadySequenced) => break,
+            Ok(Sent::At(_) | Sent::AlreadySequenced) => return,
             Err(s) => {
                 tracing::warn!(request_ts = v.request_ts, status = %s, "verdict not sent; retrying");
                 tokio::select! {
@@ -524,19 +521,6 @@ async fn send_verdict(
                 }
             }
         }
-    }
-    if let Some(mut committed) = v.committed {
-        if committed.wait_for(|c| *c).await.is_err() {
-            return;
-        }
-    }
-    let marked = async {
-        let mut db = store.begin_fenced(fence).await?;
-        db.mark_verdict_sent(node, v.request_ts).await?;
-        db.commit().await
-    };
-    if let Err(e) = marked.await {
-        tracing::warn!(request_ts = v.request_ts, error = %e, "cannot mark the verdict sent");
     }
 }
 
