@@ -218,6 +218,40 @@ fn reconnect_url(db: &TestDb) -> String {
     }
 }
 
+/// Postgres: an open fenced write does not hold up the leader's lease renewal (which only
+/// moves the lease), but a takeover (which raises the epoch) waits until the write commits.
+#[tokio::test]
+async fn postgres_fenced_writes_hold_off_takeovers_but_not_renewals() {
+    let Some(db) = postgres().await else { return };
+    let mut a = Leadership::new(db.store.clone(), "node", 0);
+    let mut b = Leadership::new(db.store.clone(), "node", 1);
+    a.try_acquire(LEASE).await.unwrap();
+    let fence = Fence {
+        node: "node".into(),
+        replica: 0,
+        epoch: 1,
+    };
+    let write = db.store.begin_fenced(&fence).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), a.renew(1, LEASE))
+        .await
+        .expect("a renewal waited for an open fenced write")
+        .unwrap();
+    a.release(1).await.unwrap();
+    let takeover = tokio::spawn(async move { b.try_acquire(LEASE).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !takeover.is_finished(),
+        "a takeover did not wait for the open fenced write"
+    );
+    write.commit().await.unwrap();
+    let acquired = tokio::time::timeout(Duration::from_secs(5), takeover)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(acquired, Acquire::Acquired { epoch: 2 });
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_named_in_the_error() {
     let err = Store::connect(

@@ -34,9 +34,10 @@ impl super::Store {
     /// Opens a write transaction and checks the fence inside it.
     ///
     /// SQLite: a no-op UPDATE of the leader row takes the database's write lock first, so no
-    /// takeover can commit between the check and this transaction's commit. Postgres: `FOR SHARE`
-    /// on the leader row makes a takeover (which updates that row) wait until this commits, and
-    /// every later transaction sees the new epoch.
+    /// takeover can commit between the check and this transaction's commit. Postgres: `FOR KEY
+    /// SHARE` on the leader row makes a takeover (which raises `epoch`, a key column through the
+    /// unique index on `(node, epoch)`) wait until this commits, and every later transaction sees
+    /// the new epoch; a lease renewal changes no key column and does not wait.
     pub async fn begin_fenced(&self, fence: &Fence) -> Result<FencedTx, StoreError> {
         let epoch = i64::try_from(fence.epoch).unwrap_or(i64::MAX);
         let fenced = || StoreError::Fenced {
@@ -66,7 +67,7 @@ impl super::Store {
                 let mut tx = pool.begin().await?;
                 let row: Option<i64> = sqlx::query_scalar(
                     "SELECT epoch FROM replica_leader \
-                     WHERE node = $1 AND holder = $2 AND epoch = $3 FOR SHARE",
+                     WHERE node = $1 AND holder = $2 AND epoch = $3 FOR KEY SHARE",
                 )
                 .bind(&fence.node)
                 .bind(i64::from(fence.replica))
