@@ -302,9 +302,9 @@ impl Engine {
             .values_mut()
             .find(|f| f.change_id == pending.change_id && f.request_ts.is_none())
         {
+            // Not written to the in-flight row: the pending row written with it names the change,
+            // and loading links the two (see `Participant::load`).
             f.request_ts = Some(pending.request_ts);
-            db.set_in_flight_request(&self.node, &pending.change_id, pending.request_ts)
-                .await?;
         }
         self.pending.insert(pending.request_ts, pending);
         Ok(())

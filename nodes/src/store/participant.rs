@@ -327,22 +327,6 @@ impl FencedTx {
         Ok(rows == 1)
     }
 
-    pub async fn set_in_flight_request(
-        &mut self,
-        node: &str,
-        change_id: &str,
-        request_ts: i64,
-    ) -> Result<(), StoreError> {
-        execute_tx!(
-            self,
-            "UPDATE participant_in_flight SET request_ts = $3 WHERE node = $1 AND change_id = $2",
-            node,
-            change_id,
-            request_ts
-        );
-        Ok(())
-    }
-
     pub async fn delete_in_flight(
         &mut self,
         node: &str,
