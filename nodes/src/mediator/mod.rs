@@ -240,7 +240,12 @@ impl Mediator {
                 pending.insert(p.row.request_ts, p);
             }
         }
-        let sender = tokio::spawn(send_verdicts(member.clone(), out_rx, stop.clone()));
+        let marks = VerdictMarks {
+            store: store.clone(),
+            fence: fence.clone(),
+            node: node.clone(),
+        };
+        let sender = tokio::spawn(send_verdicts(member.clone(), marks, out_rx, stop.clone()));
         let from = store.member_cursor(node).await?;
         let mut events = member.subscribe(from, stop.clone());
         let result = loop {
@@ -286,8 +291,9 @@ impl Mediator {
     /// message id, which the sequencer refuses as a duplicate. (A timeout verdict depends on the
     /// clock too; it goes out after its transaction, see `time_out`.) A verdict is marked sent
     /// when this mediator's receipt for it comes by in the subscription, in that batch's
-    /// transaction: the receipt is sequenced after the verdict, so the batch that decided it has
-    /// committed by then, and a replica that resumes before the receipt sends it again.
+    /// transaction: the verdict, and so its receipt, is sequenced after the events that decided
+    /// it, so their batch has committed by then; a replica that resumes before the receipt sends
+    /// the verdict again.
     async fn on_events(
         &self,
         fence: &Fence,
@@ -479,6 +485,7 @@ fn outgoing(p: &Pending, payload: Vec<u8>) -> Outgoing {
 /// harmless). The subscription's receipts mark them sent, see `on_events`.
 async fn send_verdicts(
     member: Member,
+    marks: VerdictMarks,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     stop: CancellationToken,
 ) {
@@ -493,9 +500,9 @@ async fn send_verdicts(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let (member, stop) = (member.clone(), stop.clone());
+        let (member, marks, stop) = (member.clone(), marks.clone(), stop.clone());
         sending.spawn(async move {
-            send_verdict(&member, v, &stop).await;
+            send_verdict(&member, &marks, v, &stop).await;
             drop(slot);
         });
         while sending.try_join_next().is_some() {}
@@ -503,8 +510,37 @@ async fn send_verdicts(
     while sending.join_next().await.is_some() {}
 }
 
+/// Where a verdict the sequencer already had is marked sent.
+#[derive(Clone)]
+struct VerdictMarks {
+    store: Store,
+    fence: Fence,
+    node: String,
+}
+
+impl VerdictMarks {
+    /// Marks the verdict on `request_ts` sent in a transaction of its own: for a resend the
+    /// sequencer refused as a duplicate, whose receipt may lie before the cursor (sent by a
+    /// replica that stopped before it saw it, or before receipts marked verdicts).
+    async fn mark(&self, request_ts: i64) {
+        let marked = async {
+            let mut db = self.store.begin_fenced(&self.fence).await?;
+            db.mark_verdict_sent(&self.node, request_ts).await?;
+            db.commit().await
+        };
+        if let Err(e) = marked.await {
+            tracing::warn!(request_ts, error = %e, "cannot mark the verdict sent");
+        }
+    }
+}
+
 /// Sends one verdict until the sequencer has it.
-async fn send_verdict(member: &Member, v: Outgoing, stop: &CancellationToken) {
+async fn send_verdict(
+    member: &Member,
+    marks: &VerdictMarks,
+    v: Outgoing,
+    stop: &CancellationToken,
+) {
     let message_id = verdict_message_id(v.request_ts);
     loop {
         let sent = tokio::select! {
@@ -512,7 +548,8 @@ async fn send_verdict(member: &Member, v: Outgoing, stop: &CancellationToken) {
             s = member.send(&message_id, &v.recipients, v.payload.clone()) => s,
         };
         match sent {
-            Ok(Sent::At(_) | Sent::AlreadySequenced) => return,
+            Ok(Sent::At(_)) => return,
+            Ok(Sent::AlreadySequenced) => return marks.mark(v.request_ts).await,
             Err(s) => {
                 tracing::warn!(request_ts = v.request_ts, status = %s, "verdict not sent; retrying");
                 tokio::select! {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use tandem_proto::sequencer::v1::SequencedEvent;
 use tandem_proto::synchronizer::v1 as msg;
 
 /// A user's rights.
@@ -52,6 +53,27 @@ pub struct InFlight {
     pub submitted_us: i64,
 }
 
+/// The in-flight submissions stored as `(change id, body, request ts)` rows, each with the
+/// timestamp of its request if that was sequenced: the pending row written in the transaction
+/// that saw the request carries the request's message id (rows from older builds carry the
+/// timestamp themselves). Unreadable rows are skipped.
+pub fn in_flight_from_rows(
+    rows: Vec<(String, String, Option<i64>)>,
+    pending: &BTreeMap<i64, Pending>,
+) -> HashMap<String, InFlight> {
+    let sequenced: HashMap<&str, i64> = pending
+        .values()
+        .filter_map(|p| Some((p.message_id.as_deref()?, p.request_ts)))
+        .collect();
+    rows.into_iter()
+        .filter_map(|(change, body, ts)| {
+            let mut f: InFlight = serde_json::from_str(&body).ok()?;
+            f.request_ts = ts.or_else(|| sequenced.get(f.message_id.as_str()).copied());
+            Some((change, f))
+        })
+        .collect()
+}
+
 /// The outcome of a submission, as the completion stream and SubmitAndWait report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompletionBody {
@@ -75,6 +97,11 @@ pub struct CompletionBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pending {
     pub request_ts: i64,
+    /// The message id of this participant's own request (the sequencer shows it to the sender
+    /// only): what links the request to its in-flight submission. `None` for another
+    /// participant's request, and in rows written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
     pub change_id: String,
     pub command_id: String,
     pub workflow_id: String,
@@ -188,17 +215,18 @@ impl Engine {
         parties.iter().any(|p| self.hosts(p.as_str(), at_us))
     }
 
-    /// Checks a confirmation request sequenced at `ts` from `sender`, locks what it consumes
-    /// when valid, stores it as pending and prepares the responses.
+    /// Checks the confirmation request `event` carries, locks what it consumes when valid,
+    /// stores it as pending and prepares the responses.
     pub async fn on_request(
         &mut self,
         db: &mut FencedTx,
         packages: &PackageStore,
-        sender: &str,
-        ts: i64,
+        event: &SequencedEvent,
         request: &msg::ConfirmationRequest,
         effects: &mut Effects,
     ) -> Result<(), StoreError> {
+        let (sender, ts) = (event.sender.as_str(), event.timestamp_us);
+        let message_id = (!event.message_id.is_empty()).then(|| event.message_id.clone());
         let payload: TxPayload = match serde_json::from_slice(&request.transaction) {
             Ok(p) => p,
             Err(e) => {
@@ -249,6 +277,7 @@ impl Engine {
             // Still remembered, so the submitter's completion and the verdict find it.
             let pending = Pending {
                 request_ts: ts,
+                message_id,
                 change_id: payload.change_id.clone(),
                 command_id: payload.command_id.clone(),
                 workflow_id: payload.workflow_id.clone(),
@@ -279,6 +308,7 @@ impl Engine {
             .collect();
         let pending = Pending {
             request_ts: ts,
+            message_id,
             change_id: payload.change_id,
             command_id: payload.command_id,
             workflow_id: payload.workflow_id,
@@ -297,14 +327,12 @@ impl Engine {
         let body = serde_json::to_vec(&pending).unwrap_or_default();
         db.put_pending(&self.node, pending.request_ts, &body)
             .await?;
-        if let Some(f) = self
-            .in_flight
-            .values_mut()
-            .find(|f| f.change_id == pending.change_id && f.request_ts.is_none())
-        {
-            // Not written to the in-flight row: the pending row written with it names the change,
-            // and loading links the two (see `Participant::load`).
-            f.request_ts = Some(pending.request_ts);
+        if let Some(own) = &pending.message_id {
+            // Not written to the in-flight row: the pending row written with it carries the
+            // message id, and loading links the two (see `Participant::load`).
+            if let Some(f) = self.in_flight.values_mut().find(|f| &f.message_id == own) {
+                f.request_ts = Some(pending.request_ts);
+            }
         }
         self.pending.insert(pending.request_ts, pending);
         Ok(())
@@ -616,4 +644,77 @@ fn rejection(v: &msg::Verdict) -> (i32, String, String) {
         v.code.clone()
     };
     (aborted, code, v.reason.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_flight(change: &str, submission: &str) -> InFlight {
+        InFlight {
+            change_id: change.into(),
+            submission_id: submission.into(),
+            command_id: format!("cmd-{change}"),
+            user_id: "alice".into(),
+            act_as: vec!["Alice::1220aa".into()],
+            message_id: format!("request-{change}-{submission}"),
+            max_sequencing_us: 1_000,
+            dedup_until_us: 2_000,
+            request_ts: None,
+            submitted_us: 10,
+        }
+    }
+
+    fn pending(ts: i64, change: &str, message_id: Option<&str>) -> (i64, Pending) {
+        let p = Pending {
+            request_ts: ts,
+            message_id: message_id.map(Into::into),
+            change_id: change.into(),
+            command_id: format!("cmd-{change}"),
+            workflow_id: String::new(),
+            locked: Vec::new(),
+            created: Vec::new(),
+            events: Vec::new(),
+        };
+        (ts, p)
+    }
+
+    #[test]
+    fn loading_links_in_flight_submissions_to_their_own_sequenced_requests() {
+        let row = |f: &InFlight, ts: Option<i64>| {
+            (f.change_id.clone(), serde_json::to_string(f).unwrap(), ts)
+        };
+        let (sequenced, waiting, older) = (
+            in_flight("c1", "s1"),
+            in_flight("c2", "s2"),
+            in_flight("c3", "s3"),
+        );
+        let pending: BTreeMap<i64, Pending> = [
+            // Another participant's request of the same change, seen earlier: not ours.
+            pending(3, "c1", None),
+            pending(5, "c1", Some("request-c1-s1")),
+            // An earlier submission of c2 whose request was sequenced; the one in flight is not.
+            pending(6, "c2", Some("request-c2-s0")),
+        ]
+        .into();
+        let rows = vec![
+            row(&sequenced, None),
+            row(&waiting, None),
+            row(&older, Some(7)),
+            ("bad".into(), "not json".into(), None),
+        ];
+        let loaded = in_flight_from_rows(rows, &pending);
+        let ts = |c: &str| loaded.get(c).map(|f| f.request_ts);
+        assert_eq!(ts("c1"), Some(Some(5)));
+        assert_eq!(ts("c2"), Some(None), "still waiting to be sequenced");
+        assert_eq!(ts("c3"), Some(Some(7)), "a row from an older build");
+        assert_eq!(loaded.len(), 3, "the unreadable row is skipped");
+        // A pending row from before message ids were kept still reads.
+        let old: Pending = serde_json::from_value(json!({
+            "request_ts": 9, "change_id": "c9", "command_id": "x", "workflow_id": "",
+            "locked": [], "created": [], "events": []
+        }))
+        .unwrap();
+        assert_eq!(old.message_id, None);
+    }
 }

@@ -294,25 +294,8 @@ impl Participant {
             .into_iter()
             .map(|(change, update, offset, expires)| (change, (update, offset, expires)))
             .collect();
-        // A submission whose request was sequenced has its pending row (written in the same
-        // transaction that saw the request; the first one of its change, as the engine links
-        // them); rows from before that carry the timestamp themselves.
-        let mut sequenced: HashMap<&str, i64> = HashMap::new();
-        for p in pending.values() {
-            sequenced
-                .entry(p.change_id.as_str())
-                .or_insert(p.request_ts);
-        }
-        let in_flight = store
-            .participant_in_flight(node)
-            .await?
-            .into_iter()
-            .filter_map(|(change, body, ts)| {
-                let mut f: InFlight = serde_json::from_str(&body).ok()?;
-                f.request_ts = ts.or_else(|| sequenced.get(change.as_str()).copied());
-                Some((change, f))
-            })
-            .collect();
+        let in_flight =
+            engine::in_flight_from_rows(store.participant_in_flight(node).await?, &pending);
         let users = store
             .participant_users(node)
             .await?
@@ -551,7 +534,7 @@ impl Participant {
             Some(msg::synchronizer_message::Message::ConfirmationRequest(r)) => {
                 let packages = self.packages();
                 engine
-                    .on_request(db, &packages, &event.sender, ts, &r, effects)
+                    .on_request(db, &packages, &event, &r, effects)
                     .await?;
             }
             Some(msg::synchronizer_message::Message::Verdict(v)) => {
