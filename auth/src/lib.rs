@@ -41,7 +41,7 @@ pub use claims::{
 };
 pub use config::{AuthConfig, MAX_LEEWAY_SECONDS, MIN_HS256_SECRET_BYTES};
 pub use error::{AuthError, ConfigError, Reason};
-pub use verifier::{Verifier, MAX_TOKEN_BYTES};
+pub use verifier::{until_unix_second, Verifier, MAX_TOKEN_BYTES};
 
 /// Mints a scope-based token (`sub` = `user`, scope `daml_ledger_api`) signed with an HS256
 /// `secret`, valid for `ttl_seconds`: what `tandem token` prints for trying a local topology

@@ -389,6 +389,15 @@ fn non_empty(keys: Vec<VerifyKey>, alg: Algorithm) -> Result<Vec<VerifyKey>, Aut
     Ok(keys)
 }
 
+/// How long from now until the start of `unix_second` (zero once it has passed): for a timer
+/// that ends a stream at [`Verifier::refused_after`].
+pub fn until_unix_second(unix_second: u64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(unix_second).saturating_sub(now)
+}
+
 fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

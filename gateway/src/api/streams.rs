@@ -241,15 +241,10 @@ async fn first_request<T: DeserializeOwned>(socket: &mut WebSocket) -> Result<T,
 /// How long until the token is refused (its `exp` plus the leeway, as the participant ends its
 /// streams), if it ever is.
 fn until_expiry(state: &SharedState, caller: &Caller) -> Duration {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    state
-        .verifier
-        .refused_after(&caller.claims)
-        .map_or(Duration::from_secs(365 * 24 * 3600), |refused| {
-            Duration::from_secs(refused.saturating_sub(now))
-        })
+    state.verifier.refused_after(&caller.claims).map_or(
+        Duration::from_secs(365 * 24 * 3600),
+        tandem_auth::until_unix_second,
+    )
 }
 
 fn expired() -> End {

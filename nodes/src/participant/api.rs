@@ -468,13 +468,11 @@ fn spawn_stream<T: Send + 'static>(
 /// Completes when the caller's token is refused; never for a token valid for more than a year
 /// (or with an absurd `exp`).
 fn token_expiry(caller: &Caller) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let expiry = caller.refused_after.and_then(|exp| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let left = Duration::from_secs(exp).saturating_sub(now);
-        (left <= Duration::from_secs(365 * 24 * 3600)).then(|| tokio::time::Instant::now() + left)
-    });
+    let expiry = caller
+        .refused_after
+        .map(tandem_auth::until_unix_second)
+        .filter(|left| *left <= Duration::from_secs(365 * 24 * 3600))
+        .map(|left| tokio::time::Instant::now() + left);
     async move {
         match expiry {
             Some(at) => tokio::time::sleep_until(at).await,
