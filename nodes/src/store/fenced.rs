@@ -4,6 +4,7 @@
 
 use super::{Db, StoreError};
 use sqlx::{Postgres, Sqlite, Transaction};
+use tokio::sync::OwnedMutexGuard;
 
 /// The identity a write is fenced by: which replica, holding which epoch, of which node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,14 +17,15 @@ pub struct Fence {
 /// An open write transaction whose fence was checked. Store modules run their statements on it
 /// and commit; dropping it rolls back.
 pub enum FencedTx {
-    Sqlite(Transaction<'static, Sqlite>),
+    /// With this process's turn to write the file, held until the transaction ends.
+    Sqlite(Transaction<'static, Sqlite>, Option<OwnedMutexGuard<()>>),
     Postgres(Transaction<'static, Postgres>),
 }
 
 impl FencedTx {
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            FencedTx::Sqlite(tx) => tx.commit().await?,
+            FencedTx::Sqlite(tx, _turn) => tx.commit().await?,
             FencedTx::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
@@ -47,6 +49,7 @@ impl super::Store {
         };
         match self.db() {
             Db::Sqlite(pool) => {
+                let turn = self.write_turn().await;
                 let mut tx = pool.begin().await?;
                 let rows = sqlx::query(
                     "UPDATE replica_leader SET epoch = epoch \
@@ -61,7 +64,7 @@ impl super::Store {
                 if rows != 1 {
                     return Err(fenced());
                 }
-                Ok(FencedTx::Sqlite(tx))
+                Ok(FencedTx::Sqlite(tx, turn))
             }
             Db::Postgres { pool, .. } => {
                 let mut tx = pool.begin().await?;

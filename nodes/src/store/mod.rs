@@ -55,6 +55,36 @@ pub(crate) enum Db {
 pub struct Store {
     db: Db,
     url: String,
+    /// SQLite: taken by every write transaction of this process on the file (see
+    /// [`write_gate`]); `None` on Postgres.
+    gate: Option<WriteGate>,
+}
+
+/// SQLite lets one transaction write at a time and makes the others wait in its busy handler,
+/// which sleeps 1, 2, 5, 10, 15, 20, 25… ms between tries: under contention a write waits many
+/// times longer than the one before it takes. The writers of one process (every node of a
+/// benchmark or test, the tasks of one node) therefore queue for the file on this lock, in
+/// order and without sleeping; only other processes' writers meet the busy handler.
+pub(crate) type WriteGate = std::sync::Arc<tokio::sync::Mutex<()>>;
+
+/// The write gate of the SQLite file `path`, shared by every store of this process on it.
+fn write_gate(path: &std::path::Path) -> WriteGate {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock, Weak};
+    static GATES: OnceLock<Mutex<HashMap<std::path::PathBuf, Weak<tokio::sync::Mutex<()>>>>> =
+        OnceLock::new();
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut gates = GATES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    gates.retain(|_, gate| gate.strong_count() > 0);
+    if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
+        return gate;
+    }
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    gates.insert(key, Arc::downgrade(&gate));
+    gate
 }
 
 /// SQL for "now" in milliseconds by the database's clock, so replicas on several hosts agree.
@@ -83,7 +113,11 @@ impl Store {
                 url: shown.clone(),
                 reason: e.to_string(),
             })?;
-        let store = Store { db, url: shown };
+        let store = Store {
+            db: db.0,
+            url: shown,
+            gate: db.1,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -102,6 +136,15 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Waits for this process's turn to write to the SQLite file; `None` on Postgres. Take it
+    /// before beginning the transaction and hold it until the commit or rollback.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        }
     }
 
     /// A round trip to the database.
@@ -153,7 +196,7 @@ impl Store {
     }
 }
 
-async fn connect_sqlite(url: &str) -> Result<Db, sqlx::Error> {
+async fn connect_sqlite(url: &str) -> Result<(Db, Option<WriteGate>), sqlx::Error> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -164,14 +207,19 @@ async fn connect_sqlite(url: &str) -> Result<Db, sqlx::Error> {
             std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
     }
+    let file = options.get_filename().to_path_buf();
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)
         .await?;
-    Ok(Db::Sqlite(pool))
+    // After connecting, so the file exists and its canonical path is the key.
+    Ok((Db::Sqlite(pool), Some(write_gate(&file))))
 }
 
-async fn connect_postgres(url: &str, timeout: Duration) -> Result<Db, sqlx::Error> {
+async fn connect_postgres(
+    url: &str,
+    timeout: Duration,
+) -> Result<(Db, Option<WriteGate>), sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.application_name("tandem");
     // Fail fast on a bad address or credentials instead of waiting for the pool's timeout.
     options.connect().await?.close().await?;
@@ -180,10 +228,13 @@ async fn connect_postgres(url: &str, timeout: Duration) -> Result<Db, sqlx::Erro
         .acquire_timeout(timeout)
         .connect_with(options.clone())
         .await?;
-    Ok(Db::Postgres {
-        pool,
-        options: Box::new(options),
-    })
+    Ok((
+        Db::Postgres {
+            pool,
+            options: Box::new(options),
+        },
+        None,
+    ))
 }
 
 impl Store {
@@ -255,5 +306,36 @@ pub fn redact(url: &str) -> String {
             parsed.to_string()
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_on_one_sqlite_file_share_its_write_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |name: &str| format!("sqlite://{}/{name}", dir.path().display());
+        let timeout = Duration::from_secs(5);
+        let a = Store::connect(&url("a.db"), timeout).await.unwrap();
+        // The same file by another spelling of its path.
+        let same = format!("sqlite://{}/../{}/a.db", dir.path().display(), {
+            dir.path().file_name().unwrap().to_string_lossy()
+        });
+        let a2 = Store::connect(&same, timeout).await.unwrap();
+        let b = Store::connect(&url("b.db"), timeout).await.unwrap();
+        let turn = a.write_turn().await;
+        assert!(turn.is_some());
+        // a2 waits for a's turn; b does not.
+        assert!(b.write_turn().await.is_some());
+        let waiting = tokio::time::timeout(Duration::from_millis(50), a2.write_turn()).await;
+        assert!(
+            waiting.is_err(),
+            "a second store on a.db wrote during a's turn"
+        );
+        drop(turn);
+        let next = tokio::time::timeout(Duration::from_secs(5), a2.write_turn()).await;
+        assert!(next.is_ok_and(|t| t.is_some()));
     }
 }

@@ -461,7 +461,7 @@ impl Store {
         let epoch = to_i64(fence.epoch);
         let replica = i64::from(fence.replica);
         match tx {
-            super::FencedTx::Sqlite(mut t) => {
+            super::FencedTx::Sqlite(mut t, _turn) => {
                 let sql = format!(
                     "INSERT INTO replica_events (node, replica, epoch, event, at_ms) \
                      VALUES (?1, ?2, ?3, ?4, {SQLITE_NOW_MS})"

@@ -259,7 +259,10 @@ impl Store {
         events: &[NewEvent],
     ) -> Result<Vec<Outcome>, WriteError> {
         let inserted = match self.db() {
-            Db::Sqlite(pool) => write_sqlite(pool, index, session, watermark_us, events).await?,
+            Db::Sqlite(pool) => {
+                let _turn = self.write_turn().await;
+                write_sqlite(pool, index, session, watermark_us, events).await?
+            }
             Db::Postgres { pool, .. } => {
                 write_postgres(pool, index, session, watermark_us, events).await?
             }

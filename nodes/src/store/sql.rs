@@ -20,7 +20,7 @@ macro_rules! execute {
 macro_rules! execute_tx {
     ($tx:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
         match $tx {
-            $crate::store::FencedTx::Sqlite(tx) => {
+            $crate::store::FencedTx::Sqlite(tx, _) => {
                 sqlx::query($sql)$(.bind($arg))*.execute(&mut **tx).await?.rows_affected()
             }
             $crate::store::FencedTx::Postgres(tx) => {
