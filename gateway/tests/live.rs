@@ -515,6 +515,26 @@ pub async fn http2_is_served(ledger_api: &str) {
     gw.stop().await;
 }
 
+/// A valid token naming a user the participant does not know has no rights: 403, not 404.
+pub async fn unknown_users_are_forbidden(ledger_api: &str) {
+    let gw = Gateway::start(ledger_api).await;
+    let stranger = sign(&json!({"sub": "no-such-user", "scope": "daml_ledger_api",
+                                "exp": common::now() + 600}));
+    let body = json!({"templateIds": ["#iou:Iou:Iou"]}).to_string();
+    let (status, answer) = gw
+        .call(
+            "POST",
+            "/v2/query",
+            Some(&stranger),
+            Some(("application/json", body)),
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["code"], "USER_NOT_FOUND", "{answer}");
+    assert_eq!(answer["grpcStatus"], "PERMISSION_DENIED", "{answer}");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn live_read_your_writes() {
     if let Some((l, _running)) = ledger().await {
@@ -542,6 +562,7 @@ async fn live_websocket_resume() {
     if let Some((l, _running)) = ledger().await {
         websocket_resumes_without_gap_or_duplicate(&l).await;
         http2_is_served(&l).await;
+        unknown_users_are_forbidden(&l).await;
     }
 }
 

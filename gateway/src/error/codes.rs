@@ -29,7 +29,6 @@ const OVERRIDES: &[(&str, StatusCode)] = &[
     ("SUBMISSION_ALREADY_IN_FLIGHT", StatusCode::CONFLICT),
     ("CONTRACT_NOT_FOUND", StatusCode::NOT_FOUND),
     ("CONTRACT_NOT_ACTIVE", StatusCode::CONFLICT),
-    ("USER_NOT_FOUND", StatusCode::NOT_FOUND),
     ("PARTY_NOT_FOUND", StatusCode::NOT_FOUND),
     ("TEMPLATE_NOT_FOUND", StatusCode::BAD_REQUEST),
     ("PACKAGE_NOT_FOUND", StatusCode::BAD_REQUEST),
@@ -126,6 +125,16 @@ mod tests {
         assert_eq!(
             http_status_for(Code::AlreadyExists, "ANYTHING_ELSE"),
             StatusCode::CONFLICT
+        );
+        // A user the ledger does not know: 404 when an admin names it, 403 when a token does
+        // (the caller has no rights).
+        assert_eq!(
+            http_status_for(Code::NotFound, "USER_NOT_FOUND"),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            http_status_for(Code::PermissionDenied, "USER_NOT_FOUND"),
+            StatusCode::FORBIDDEN
         );
     }
 
