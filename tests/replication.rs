@@ -124,6 +124,17 @@ async fn set_passive_hands_over_and_fails_without_a_standby(backend: Backend) {
     let sampler = Sampler::start(cluster.health_addrs(), cluster.store().await);
     let first = cluster.wait_active(None).await;
     let standby = 1 - first;
+    // A handover needs a standby the active one knows of: wait for its first heartbeat (a
+    // loaded machine may still be starting that process when the other is already active).
+    let store = cluster.store().await;
+    wait_until("the standby has registered", || async {
+        store.members(common::NODE).await.is_ok_and(|members| {
+            members
+                .iter()
+                .any(|m| m.replica as usize == standby && m.last_seen_ms_ago < 500)
+        })
+    })
+    .await;
 
     // Graceful handover to the standby.
     let mut admin = tandem::commands::admin::client(cluster.process(first).ready.admin)
