@@ -1,7 +1,9 @@
 //! `tandem bench ledger`: a whole topology as processes (two sequencers, two replicas each of
 //! the topology manager, the mediator and every participant), then `--clients` clients each
 //! issue an Iou and transfer it to a party on the next participant, through SubmitAndWait, for
-//! `--duration` seconds. Prints committed transactions per second and latency percentiles.
+//! `--duration` seconds. Prints committed transactions per second and latency percentiles. On
+//! SQLite every node has a file of its own, as in `tandem up`; on Postgres they share one
+//! database.
 
 use crate::cli::{BenchBackend, BenchLedgerArgs};
 use crate::process::NodeProcess;
@@ -46,6 +48,12 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<ExitCode> {
         "topology_change_delay_ms = 50",
         "",
     ))?;
+    if args.backend == BenchBackend::Sqlite {
+        // As `tandem up` lays them out: a file per node, shared by its replicas.
+        for node in topology.node_configs_mut() {
+            node.storage = format!("sqlite://{}/{}.db", dir.path().display(), node.name);
+        }
+    }
     let bin = std::env::current_exe()?;
     let mut order = vec![
         "sequencer".to_string(),

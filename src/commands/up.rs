@@ -143,15 +143,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
 /// Points every node at its own database on `server`, creating the databases.
 async fn use_postgres(topology: &mut TopologyConfig, server: &str) -> anyhow::Result<()> {
-    let sync = &mut topology.synchronizer;
-    let nodes = [
-        &mut sync.sequencer,
-        &mut sync.mediator,
-        &mut sync.topology_manager,
-    ]
-    .into_iter()
-    .chain(topology.participants.iter_mut());
-    for node in nodes {
+    for node in topology.node_configs_mut() {
         let database = format!("tandem_{}", node.name.replace('-', "_"));
         node.storage = tandem_nodes::store::ensure_postgres_database(server, &database).await?;
     }

@@ -154,6 +154,19 @@ impl TopologyConfig {
         Ok(config)
     }
 
+    /// Every logical node's settings, for changing them (e.g. where each stores its data):
+    /// sequencer, mediator, topology manager, then the participants.
+    pub fn node_configs_mut(&mut self) -> impl Iterator<Item = &mut NodeConfig> {
+        let sync = &mut self.synchronizer;
+        [
+            &mut sync.sequencer,
+            &mut sync.mediator,
+            &mut sync.topology_manager,
+        ]
+        .into_iter()
+        .chain(self.participants.iter_mut())
+    }
+
     /// Every logical node, synchronizer nodes first, in file order.
     pub fn nodes(&self) -> Vec<NodeRef<'_>> {
         let sync = &self.synchronizer;
