@@ -27,6 +27,7 @@ pub async fn run(args: BenchLedgerArgs) -> anyhow::Result<ExitCode> {
         .prefix("tandem-bench-ledger-")
         .tempdir()?;
     let (storage, _pg): (String, Option<PgDatabase>) = match (args.backend, &args.postgres) {
+        // Only to write the topology: below, every node gets a file of its own.
         (BenchBackend::Sqlite, _) => (format!("sqlite://{}/ledger.db", dir.path().display()), None),
         (BenchBackend::Postgres, Some(url)) => {
             let name = format!("tandem_bench_ledger_{}", std::process::id());

@@ -67,12 +67,13 @@ pub struct Store {
 /// order and without sleeping; only other processes' writers meet the busy handler.
 pub(crate) type WriteGate = std::sync::Arc<tokio::sync::Mutex<()>>;
 
-/// The write gate of the SQLite file `path`, shared by every store of this process on it.
+/// The write gate of the SQLite file `path` (which exists: its canonical path is the key),
+/// shared by every store of this process on it.
 fn write_gate(path: &std::path::Path) -> WriteGate {
     use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock, Weak};
-    static GATES: OnceLock<Mutex<HashMap<std::path::PathBuf, Weak<tokio::sync::Mutex<()>>>>> =
-        OnceLock::new();
+    use std::sync::{Mutex, OnceLock, Weak};
+    type Gates = HashMap<std::path::PathBuf, Weak<tokio::sync::Mutex<()>>>;
+    static GATES: OnceLock<Mutex<Gates>> = OnceLock::new();
     let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let mut gates = GATES
         .get_or_init(Default::default)
@@ -82,8 +83,8 @@ fn write_gate(path: &std::path::Path) -> WriteGate {
     if let Some(gate) = gates.get(&key).and_then(Weak::upgrade) {
         return gate;
     }
-    let gate = Arc::new(tokio::sync::Mutex::new(()));
-    gates.insert(key, Arc::downgrade(&gate));
+    let gate = WriteGate::default();
+    gates.insert(key, std::sync::Arc::downgrade(&gate));
     gate
 }
 
@@ -113,10 +114,14 @@ impl Store {
                 url: shown.clone(),
                 reason: e.to_string(),
             })?;
+        let gate = match &db {
+            Db::Sqlite(pool) => Some(write_gate(pool.connect_options().get_filename())),
+            Db::Postgres { .. } => None,
+        };
         let store = Store {
-            db: db.0,
+            db,
             url: shown,
-            gate: db.1,
+            gate,
         };
         store.migrate().await?;
         Ok(store)
@@ -141,10 +146,7 @@ impl Store {
     /// Waits for this process's turn to write to the SQLite file; `None` on Postgres. Take it
     /// before beginning the transaction and hold it until the commit or rollback.
     pub(crate) async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        match &self.gate {
-            Some(gate) => Some(gate.clone().lock_owned().await),
-            None => None,
-        }
+        Some(self.gate.clone()?.lock_owned().await)
     }
 
     /// A round trip to the database.
@@ -196,7 +198,7 @@ impl Store {
     }
 }
 
-async fn connect_sqlite(url: &str) -> Result<(Db, Option<WriteGate>), sqlx::Error> {
+async fn connect_sqlite(url: &str) -> Result<Db, sqlx::Error> {
     let options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -207,19 +209,14 @@ async fn connect_sqlite(url: &str) -> Result<(Db, Option<WriteGate>), sqlx::Erro
             std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
     }
-    let file = options.get_filename().to_path_buf();
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .connect_with(options)
         .await?;
-    // After connecting, so the file exists and its canonical path is the key.
-    Ok((Db::Sqlite(pool), Some(write_gate(&file))))
+    Ok(Db::Sqlite(pool))
 }
 
-async fn connect_postgres(
-    url: &str,
-    timeout: Duration,
-) -> Result<(Db, Option<WriteGate>), sqlx::Error> {
+async fn connect_postgres(url: &str, timeout: Duration) -> Result<Db, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.application_name("tandem");
     // Fail fast on a bad address or credentials instead of waiting for the pool's timeout.
     options.connect().await?.close().await?;
@@ -228,13 +225,10 @@ async fn connect_postgres(
         .acquire_timeout(timeout)
         .connect_with(options.clone())
         .await?;
-    Ok((
-        Db::Postgres {
-            pool,
-            options: Box::new(options),
-        },
-        None,
-    ))
+    Ok(Db::Postgres {
+        pool,
+        options: Box::new(options),
+    })
 }
 
 impl Store {
@@ -312,6 +306,7 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
 
     #[tokio::test]
     async fn stores_on_one_sqlite_file_share_its_write_gate() {
@@ -320,22 +315,19 @@ mod tests {
         let timeout = Duration::from_secs(5);
         let a = Store::connect(&url("a.db"), timeout).await.unwrap();
         // The same file by another spelling of its path.
-        let same = format!("sqlite://{}/../{}/a.db", dir.path().display(), {
-            dir.path().file_name().unwrap().to_string_lossy()
-        });
+        let name = dir.path().file_name().unwrap().to_string_lossy();
+        let same = url(&format!("../{name}/a.db"));
         let a2 = Store::connect(&same, timeout).await.unwrap();
         let b = Store::connect(&url("b.db"), timeout).await.unwrap();
         let turn = a.write_turn().await;
         assert!(turn.is_some());
         // a2 waits for a's turn; b does not.
         assert!(b.write_turn().await.is_some());
-        let waiting = tokio::time::timeout(Duration::from_millis(50), a2.write_turn()).await;
         assert!(
-            waiting.is_err(),
+            a2.write_turn().now_or_never().is_none(),
             "a second store on a.db wrote during a's turn"
         );
         drop(turn);
-        let next = tokio::time::timeout(Duration::from_secs(5), a2.write_turn()).await;
-        assert!(next.is_ok_and(|t| t.is_some()));
+        assert!(a2.write_turn().now_or_never().is_some_and(|t| t.is_some()));
     }
 }
