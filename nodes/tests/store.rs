@@ -268,3 +268,37 @@ async fn an_unreachable_database_is_named_in_the_error() {
         .unwrap_err();
     assert!(err.to_string().contains("/proc/no/such/dir/x.db"), "{err}");
 }
+
+/// Postgres: when the server ends the sessions, a dedicated connection fails the one statement
+/// it was given and opens a new connection for the next, and a pooled connection idle for a
+/// second is checked before it is handed out, so the pool replaces it instead of failing.
+#[tokio::test]
+async fn postgres_connections_recover_after_their_sessions_are_ended() {
+    use sqlx::Connection;
+    let Some(db) = postgres().await else { return };
+    let pg = db._pg.as_ref().unwrap();
+    let mut dedicated = db.store.dedicated();
+    dedicated.events_between(0, i64::MAX, 10).await.unwrap();
+    db.store.ping().await.unwrap();
+
+    let mut admin = sqlx::PgConnection::connect(&format!("{}?application_name=test-admin", pg.url))
+        .await
+        .unwrap();
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'tandem' AND datname = $1",
+    )
+    .bind(&pg.name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(ended.len() >= 2, "the pool's and the dedicated sessions");
+
+    assert!(
+        dedicated.events_between(0, i64::MAX, 10).await.is_err(),
+        "the ended session answered"
+    );
+    dedicated.events_between(0, i64::MAX, 10).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    db.store.ping().await.unwrap();
+}

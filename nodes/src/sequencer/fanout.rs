@@ -62,6 +62,7 @@ async fn run(
     position: watch::Sender<i64>,
     shutdown: CancellationToken,
 ) {
+    let mut conn = store.dedicated();
     let mut at = *position.borrow();
     let mut failures = 0u32;
     loop {
@@ -72,7 +73,7 @@ async fn run(
             let events = if h.max_event_ts <= at {
                 Ok(Vec::new())
             } else {
-                store.events_between(at, h.safe_ts, PAGE).await
+                conn.events_between(at, h.safe_ts, PAGE).await
             };
             match events {
                 Ok(events) => {

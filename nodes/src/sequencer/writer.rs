@@ -9,7 +9,7 @@ use super::head::{Head, Signal};
 use super::now_us;
 use crate::config::SequencingConfig;
 use crate::store::sequencer::{NewEvent, Outcome, WriteError};
-use crate::store::Store;
+use crate::store::{Dedicated, Store};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,8 @@ pub(crate) struct WriterStatus {
 
 pub(super) struct Writer {
     store: Store,
+    /// Event writes and bumps, one after another on a connection of their own.
+    conn: Dedicated,
     config: SequencingConfig,
     preferred: u32,
     index: Option<u32>,
@@ -65,6 +67,7 @@ impl Writer {
         signals: mpsc::UnboundedSender<Signal>,
     ) -> Self {
         Self {
+            conn: store.dedicated(),
             store,
             config,
             preferred,
@@ -239,7 +242,7 @@ impl Writer {
     ) -> Result<Vec<Outcome>, WriteError> {
         let watermark = self.bump_target();
         let written = self
-            .store
+            .conn
             .write_events(index, self.session, watermark, events)
             .await;
         self.next_heartbeat = Instant::now() + self.heartbeat();

@@ -216,6 +216,12 @@ async fn connect_sqlite(url: &str) -> Result<Db, sqlx::Error> {
     Ok(Db::Sqlite(pool))
 }
 
+/// A pooled connection idle for longer than this is pinged before it is handed out, as
+/// HikariCP does after 500 ms: one that Postgres or the network dropped while it sat in the pool
+/// is replaced instead of failing the caller's statement. A busy connection is not pinged, which
+/// would be one more round trip per statement.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 async fn connect_postgres(url: &str, timeout: Duration) -> Result<Db, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.application_name("tandem");
     // Fail fast on a bad address or credentials instead of waiting for the pool's timeout.
@@ -223,6 +229,15 @@ async fn connect_postgres(url: &str, timeout: Duration) -> Result<Db, sqlx::Erro
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options.clone())
         .await?;
     Ok(Db::Postgres {
@@ -231,7 +246,55 @@ async fn connect_postgres(url: &str, timeout: Duration) -> Result<Db, sqlx::Erro
     })
 }
 
+/// A Postgres connection of its own for one task that issues its statements one after another
+/// (the sequencer's writer and its fan-out reader). Beside the statement, a pooled one costs
+/// sqlx's ping when the connection goes back to the pool; a dedicated connection costs just the
+/// statement. It is opened at the first statement; a statement that fails (or is cancelled)
+/// drops it, and the next one opens a new one. On SQLite the store's pool serves instead.
+pub struct Dedicated {
+    store: Store,
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl Dedicated {
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The connection, opened if there is none, taken out until [`Dedicated::put_back`]: a
+    /// statement that never finishes leaves nothing half-read behind.
+    pub(crate) async fn take(
+        &mut self,
+        options: &PgConnectOptions,
+        timeout: Duration,
+    ) -> Result<sqlx::PgConnection, StoreError> {
+        if let Some(conn) = self.conn.take() {
+            return Ok(conn);
+        }
+        match tokio::time::timeout(timeout, options.connect()).await {
+            Ok(connected) => Ok(connected?),
+            Err(_) => Err(StoreError::Database(format!(
+                "no connection to {} within {} ms",
+                self.store.url,
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    pub(crate) fn put_back(&mut self, conn: sqlx::PgConnection) {
+        self.conn = Some(conn);
+    }
+}
+
 impl Store {
+    /// A connection for one serial task; see [`Dedicated`].
+    pub fn dedicated(&self) -> Dedicated {
+        Dedicated {
+            store: self.clone(),
+            conn: None,
+        }
+    }
+
     /// Postgres only: terminates every session on `database` whose `application_name` is
     /// `application` and returns how many it terminated. Operators (and the failover tests) use it to cut a
     /// replica's lock connection, e.g. `tandem-leader participant1/0`.

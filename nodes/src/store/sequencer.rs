@@ -3,7 +3,7 @@
 //! each. Every event write is fenced by the writer's session: a writer its peers marked offline
 //! cannot write until it has recovered and rejoined.
 
-use super::{Db, Store, StoreError};
+use super::{Db, Dedicated, Store, StoreError};
 use crate::topology::BROADCAST;
 
 /// One message to sequence, as the writer hands it to the store.
@@ -267,16 +267,7 @@ impl Store {
                 write_postgres(pool, index, session, watermark_us, events).await?
             }
         };
-        Ok(events
-            .iter()
-            .map(|e| {
-                if inserted.contains(&e.ts) {
-                    Outcome::Sequenced
-                } else {
-                    Outcome::Duplicate
-                }
-            })
-            .collect())
+        Ok(outcomes(events, &inserted))
     }
 
     /// What readers compute their head from: every online writer's index, session and
@@ -341,8 +332,7 @@ impl Store {
             self,
             fetch_all,
             EventRow,
-            "SELECT ts, sender, message_id, recipients, payload, error_code, error_message \
-             FROM sequencer_events WHERE ts > $1 AND ts <= $2 ORDER BY ts LIMIT $3",
+            EVENTS_BETWEEN,
             after,
             up_to,
             limit
@@ -410,6 +400,71 @@ impl Store {
                 Ok(Some(listener))
             }
         }
+    }
+}
+
+const EVENTS_BETWEEN: &str =
+    "SELECT ts, sender, message_id, recipients, payload, error_code, error_message \
+     FROM sequencer_events WHERE ts > $1 AND ts <= $2 ORDER BY ts LIMIT $3";
+
+fn outcomes(events: &[NewEvent], inserted: &std::collections::HashSet<i64>) -> Vec<Outcome> {
+    events
+        .iter()
+        .map(|e| {
+            if inserted.contains(&e.ts) {
+                Outcome::Sequenced
+            } else {
+                Outcome::Duplicate
+            }
+        })
+        .collect()
+}
+
+/// The writer's and the fan-out reader's statements, each on a connection of its own.
+impl Dedicated {
+    /// [`Store::write_events`] on this connection.
+    pub async fn write_events(
+        &mut self,
+        index: u32,
+        session: i64,
+        watermark_us: i64,
+        events: &[NewEvent],
+    ) -> Result<Vec<Outcome>, WriteError> {
+        let Db::Postgres { pool, options } = self.store().db().clone() else {
+            return self
+                .store()
+                .write_events(index, session, watermark_us, events)
+                .await;
+        };
+        let mut conn = self
+            .take(&options, pool.options().get_acquire_timeout())
+            .await?;
+        let inserted = write_postgres(&mut conn, index, session, watermark_us, events).await?;
+        self.put_back(conn);
+        Ok(outcomes(events, &inserted))
+    }
+
+    /// [`Store::events_between`] on this connection.
+    pub async fn events_between(
+        &mut self,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let Db::Postgres { pool, options } = self.store().db().clone() else {
+            return self.store().events_between(after, up_to, limit).await;
+        };
+        let mut conn = self
+            .take(&options, pool.options().get_acquire_timeout())
+            .await?;
+        let rows: Vec<EventRow> = sqlx::query_as(EVENTS_BETWEEN)
+            .bind(after)
+            .bind(up_to)
+            .bind(limit)
+            .fetch_all(&mut conn)
+            .await?;
+        self.put_back(conn);
+        Ok(rows.into_iter().map(stored_event).collect())
     }
 }
 
@@ -540,8 +595,8 @@ async fn write_sqlite(
 /// One statement, so one round trip: the fence, both inserts and the notification. Events and
 /// deliveries are written only if the fence matched; deliveries only for events not refused as
 /// duplicates.
-async fn write_postgres(
-    pool: &sqlx::PgPool,
+async fn write_postgres<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     index: u32,
     session: i64,
     watermark_us: i64,
@@ -596,7 +651,7 @@ async fn write_postgres(
         .bind(&stamps)
         .bind(SEQUENCER_CHANNEL)
         .bind(wrote_payload(index, session, watermark_us, max_ts))
-        .fetch_one(pool)
+        .fetch_one(db)
         .await
         .map_err(StoreError::from)?;
     if !fenced {
