@@ -91,6 +91,17 @@ async fn ledger_flows(postgres: bool) {
     let bob = party(&c[1], "Bob").await;
     let _carol = party(&c[2], "Carol").await;
 
+    // An allocation for a user that does not exist records nothing: the same allocation for a
+    // real user then succeeds instead of finding the party already allocated.
+    let err = c[2].allocate_party("Erin", "nobody").await.unwrap_err();
+    assert_eq!(
+        (err.code(), code_of(&err)),
+        (Code::NotFound, "USER_NOT_FOUND"),
+        "{err:?}"
+    );
+    let erin = party(&c[2], "Erin").await;
+    assert!(erin.starts_with("Erin::"), "{erin}");
+
     // Issue on p1, transfer to Bob on p2.
     let created = c[0]
         .submit_and_wait_for_transaction(c[0].commands(

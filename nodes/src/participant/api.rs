@@ -907,6 +907,19 @@ impl pb::party_management_service_server::PartyManagementService for LedgerApi {
             }
         }
         super::admin::await_hosting(&self.0, party.as_str()).await?;
+        // The party and its user's right to act as it are recorded in one transaction: a
+        // failure leaves neither, so the client's retry finishes the allocation instead of
+        // finding the party allocated without the right.
+        let user = match r.user_id.is_empty() {
+            true => None,
+            false => {
+                let act_as = Rights {
+                    act_as: [party.to_string()].into(),
+                    ..Rights::default()
+                };
+                Some(UserUpdate::new(&self.0, &r.user_id, &act_as, true).await?)
+            }
+        };
         let fence = self.0.with_engine(|e| e.fence.clone()).await?;
         let mut db = self
             .0
@@ -917,21 +930,15 @@ impl pb::party_management_service_server::PartyManagementService for LedgerApi {
         db.insert_party(self.0.node(), party.as_str(), now_us())
             .await
             .map_err(unavailable)?;
+        if let Some(user) = &user {
+            user.write(&self.0, &mut db).await?;
+        }
         db.commit().await.map_err(unavailable)?;
         self.0
             .with_engine(|e| e.parties.insert(party.to_string()))
             .await?;
-        if !r.user_id.is_empty() {
-            grant(
-                &self.0,
-                &r.user_id,
-                &Rights {
-                    act_as: [party.to_string()].into(),
-                    ..Rights::default()
-                },
-                true,
-            )
-            .await?;
+        if let Some(user) = user {
+            user.apply(&self.0).await?;
         }
         let h = self
             .0
@@ -1056,71 +1063,112 @@ fn rights_to(r: &Rights) -> Vec<pb::Right> {
 /// Adds (`add`) or removes rights of `user`, creating the row of a configured admin user;
 /// returns the rights that changed.
 async fn grant(p: &Participant, user: &str, change: &Rights, add: bool) -> Result<Rights, Status> {
-    let configured_admin = p.settings().admin_users.iter().any(|u| u == user);
-    let (fence, current) = p
-        .with_engine(|e| (e.fence.clone(), e.users.get(user).cloned()))
-        .await?;
-    let (exists, mut record) = match current {
-        Some(r) => (true, r),
-        None if configured_admin => (
-            false,
-            UserRecord {
-                primary_party: String::new(),
-                rights: Rights::default(),
-            },
-        ),
-        None => {
-            return Err(error(
-                Code::NotFound,
-                "USER_NOT_FOUND",
-                format!("user {user} does not exist"),
-            ))
-        }
-    };
-    let mut changed = Rights::default();
-    if add {
-        changed.admin = change.admin && !record.rights.admin;
-        record.rights.admin |= change.admin;
-        changed.act_as = change
-            .act_as
-            .difference(&record.rights.act_as)
-            .cloned()
-            .collect();
-        changed.read_as = change
-            .read_as
-            .difference(&record.rights.read_as)
-            .cloned()
-            .collect();
-        record.rights.act_as.extend(change.act_as.iter().cloned());
-        record.rights.read_as.extend(change.read_as.iter().cloned());
-    } else {
-        changed.admin = change.admin && record.rights.admin;
-        record.rights.admin &= !change.admin;
-        changed.act_as = change
-            .act_as
-            .intersection(&record.rights.act_as)
-            .cloned()
-            .collect();
-        changed.read_as = change
-            .read_as
-            .intersection(&record.rights.read_as)
-            .cloned()
-            .collect();
-        record.rights.act_as.retain(|p| !change.act_as.contains(p));
-        record
-            .rights
-            .read_as
-            .retain(|p| !change.read_as.contains(p));
-    }
+    let update = UserUpdate::new(p, user, change, add).await?;
+    let fence = p.with_engine(|e| e.fence.clone()).await?;
     let mut db = p.store().begin_fenced(&fence).await.map_err(unavailable)?;
-    let rights = serde_json::to_string(&record.rights).unwrap_or_default();
-    db.put_user(p.node(), user, &record.primary_party, &rights, !exists)
+    update.write(p, &mut db).await?;
+    db.commit().await.map_err(unavailable)?;
+    update.apply(p).await
+}
+
+/// A change of one user's rights: computed from what the engine holds, written inside the
+/// caller's fenced transaction, then applied to the engine once that has committed.
+struct UserUpdate {
+    user: String,
+    exists: bool,
+    record: UserRecord,
+    changed: Rights,
+}
+
+impl UserUpdate {
+    async fn new(p: &Participant, user: &str, change: &Rights, add: bool) -> Result<Self, Status> {
+        let configured_admin = p.settings().admin_users.iter().any(|u| u == user);
+        let current = p.with_engine(|e| e.users.get(user).cloned()).await?;
+        let (exists, mut record) = match current {
+            Some(r) => (true, r),
+            None if configured_admin => (
+                false,
+                UserRecord {
+                    primary_party: String::new(),
+                    rights: Rights::default(),
+                },
+            ),
+            None => {
+                return Err(error(
+                    Code::NotFound,
+                    "USER_NOT_FOUND",
+                    format!("user {user} does not exist"),
+                ))
+            }
+        };
+        let mut changed = Rights::default();
+        if add {
+            changed.admin = change.admin && !record.rights.admin;
+            record.rights.admin |= change.admin;
+            changed.act_as = change
+                .act_as
+                .difference(&record.rights.act_as)
+                .cloned()
+                .collect();
+            changed.read_as = change
+                .read_as
+                .difference(&record.rights.read_as)
+                .cloned()
+                .collect();
+            record.rights.act_as.extend(change.act_as.iter().cloned());
+            record.rights.read_as.extend(change.read_as.iter().cloned());
+        } else {
+            changed.admin = change.admin && record.rights.admin;
+            record.rights.admin &= !change.admin;
+            changed.act_as = change
+                .act_as
+                .intersection(&record.rights.act_as)
+                .cloned()
+                .collect();
+            changed.read_as = change
+                .read_as
+                .intersection(&record.rights.read_as)
+                .cloned()
+                .collect();
+            record.rights.act_as.retain(|p| !change.act_as.contains(p));
+            record
+                .rights
+                .read_as
+                .retain(|p| !change.read_as.contains(p));
+        }
+        Ok(UserUpdate {
+            user: user.to_string(),
+            exists,
+            record,
+            changed,
+        })
+    }
+
+    async fn write(&self, p: &Participant, db: &mut crate::store::FencedTx) -> Result<(), Status> {
+        let rights = serde_json::to_string(&self.record.rights).unwrap_or_default();
+        db.put_user(
+            p.node(),
+            &self.user,
+            &self.record.primary_party,
+            &rights,
+            !self.exists,
+        )
         .await
         .map_err(unavailable)?;
-    db.commit().await.map_err(unavailable)?;
-    p.with_engine(|e| e.users.insert(user.to_string(), record))
-        .await?;
-    Ok(changed)
+        Ok(())
+    }
+
+    /// After the commit; returns the rights that changed.
+    async fn apply(self, p: &Participant) -> Result<Rights, Status> {
+        let UserUpdate {
+            user,
+            record,
+            changed,
+            ..
+        } = self;
+        p.with_engine(|e| e.users.insert(user, record)).await?;
+        Ok(changed)
+    }
 }
 
 fn user_to(id: &str, r: &UserRecord) -> pb::User {
