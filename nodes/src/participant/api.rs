@@ -910,15 +910,14 @@ impl pb::party_management_service_server::PartyManagementService for LedgerApi {
         // The party and its user's right to act as it are recorded in one transaction: a
         // failure leaves neither, so the client's retry finishes the allocation instead of
         // finding the party allocated without the right.
-        let user = match r.user_id.is_empty() {
-            true => None,
-            false => {
-                let act_as = Rights {
-                    act_as: [party.to_string()].into(),
-                    ..Rights::default()
-                };
-                Some(UserUpdate::new(&self.0, &r.user_id, &act_as, true).await?)
-            }
+        let user = if r.user_id.is_empty() {
+            None
+        } else {
+            let act_as = Rights {
+                act_as: [party.to_string()].into(),
+                ..Rights::default()
+            };
+            Some(UserUpdate::new(&self.0, &r.user_id, &act_as, true).await?)
         };
         let fence = self.0.with_engine(|e| e.fence.clone()).await?;
         let mut db = self
@@ -1081,6 +1080,7 @@ struct UserUpdate {
 }
 
 impl UserUpdate {
+    /// Adds (`add`) or removes `change`; a configured admin user without a row gets one.
     async fn new(p: &Participant, user: &str, change: &Rights, add: bool) -> Result<Self, Status> {
         let configured_admin = p.settings().admin_users.iter().any(|u| u == user);
         let current = p.with_engine(|e| e.users.get(user).cloned()).await?;

@@ -262,17 +262,17 @@ impl Dedicated {
     }
 
     /// The connection, opened if there is none, taken out until [`Dedicated::put_back`]: a
-    /// statement that never finishes leaves nothing half-read behind.
-    pub(crate) async fn take(
-        &mut self,
-        options: &PgConnectOptions,
-        timeout: Duration,
-    ) -> Result<sqlx::PgConnection, StoreError> {
+    /// statement that never finishes leaves nothing half-read behind. `None` on SQLite.
+    pub(crate) async fn take(&mut self) -> Result<Option<sqlx::PgConnection>, StoreError> {
+        let Db::Postgres { pool, options } = &self.store.db else {
+            return Ok(None);
+        };
         if let Some(conn) = self.conn.take() {
-            return Ok(conn);
+            return Ok(Some(conn));
         }
+        let timeout = pool.options().get_acquire_timeout();
         match tokio::time::timeout(timeout, options.connect()).await {
-            Ok(connected) => Ok(connected?),
+            Ok(connected) => Ok(Some(connected?)),
             Err(_) => Err(StoreError::Database(format!(
                 "no connection to {} within {} ms",
                 self.store.url,

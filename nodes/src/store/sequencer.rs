@@ -430,15 +430,12 @@ impl Dedicated {
         watermark_us: i64,
         events: &[NewEvent],
     ) -> Result<Vec<Outcome>, WriteError> {
-        let Db::Postgres { pool, options } = self.store().db().clone() else {
+        let Some(mut conn) = self.take().await? else {
             return self
                 .store()
                 .write_events(index, session, watermark_us, events)
                 .await;
         };
-        let mut conn = self
-            .take(&options, pool.options().get_acquire_timeout())
-            .await?;
         let inserted = write_postgres(&mut conn, index, session, watermark_us, events).await?;
         self.put_back(conn);
         Ok(outcomes(events, &inserted))
@@ -451,12 +448,9 @@ impl Dedicated {
         up_to: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let Db::Postgres { pool, options } = self.store().db().clone() else {
+        let Some(mut conn) = self.take().await? else {
             return self.store().events_between(after, up_to, limit).await;
         };
-        let mut conn = self
-            .take(&options, pool.options().get_acquire_timeout())
-            .await?;
         let rows: Vec<EventRow> = sqlx::query_as(EVENTS_BETWEEN)
             .bind(after)
             .bind(up_to)
