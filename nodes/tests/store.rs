@@ -299,6 +299,8 @@ async fn postgres_connections_recover_after_their_sessions_are_ended() {
         "the ended session answered"
     );
     dedicated.events_between(0, i64::MAX, 10).await.unwrap();
+    // The pool's idle connections must pass its one-second idle rule to be checked: this waits
+    // out a duration, not another task.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     db.store.ping().await.unwrap();
 }

@@ -257,10 +257,6 @@ pub struct Dedicated {
 }
 
 impl Dedicated {
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// The connection, opened if there is none, taken out until [`Dedicated::put_back`]: a
     /// statement that never finishes leaves nothing half-read behind. `None` on SQLite.
     pub(crate) async fn take(&mut self) -> Result<Option<sqlx::PgConnection>, StoreError> {
@@ -273,7 +269,8 @@ impl Dedicated {
         let timeout = pool.options().get_acquire_timeout();
         match tokio::time::timeout(timeout, options.connect()).await {
             Ok(connected) => Ok(Some(connected?)),
-            Err(_) => Err(StoreError::Database(format!(
+            // As a pooled statement that waits too long for a connection.
+            Err(_) => Err(StoreError::Unavailable(format!(
                 "no connection to {} within {} ms",
                 self.store.url,
                 timeout.as_millis()

@@ -403,10 +403,12 @@ impl Store {
     }
 }
 
+/// Every event in a timestamp range, oldest first, whoever reads it.
 const EVENTS_BETWEEN: &str =
     "SELECT ts, sender, message_id, recipients, payload, error_code, error_message \
      FROM sequencer_events WHERE ts > $1 AND ts <= $2 ORDER BY ts LIMIT $3";
 
+/// Each event's outcome: sequenced if its timestamp was inserted, else a duplicate message id.
 fn outcomes(events: &[NewEvent], inserted: &std::collections::HashSet<i64>) -> Vec<Outcome> {
     events
         .iter()
@@ -432,7 +434,7 @@ impl Dedicated {
     ) -> Result<Vec<Outcome>, WriteError> {
         let Some(mut conn) = self.take().await? else {
             return self
-                .store()
+                .store
                 .write_events(index, session, watermark_us, events)
                 .await;
         };
@@ -449,7 +451,7 @@ impl Dedicated {
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let Some(mut conn) = self.take().await? else {
-            return self.store().events_between(after, up_to, limit).await;
+            return self.store.events_between(after, up_to, limit).await;
         };
         let rows: Vec<EventRow> = sqlx::query_as(EVENTS_BETWEEN)
             .bind(after)
