@@ -268,7 +268,7 @@ async fn deliver(
     mut previous: i64,
     tx: mpsc::Sender<Result<pb::SequencedEvent, Status>>,
 ) {
-    let (mut batches, position) = seq.fanout.subscribe();
+    let (mut batches, position, _subscribed) = seq.fanout.subscribe(&member);
     let mut delivered_to = from;
     if catch_up(
         &seq,

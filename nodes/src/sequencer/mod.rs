@@ -6,7 +6,9 @@
 //! - `head`: tracks how far readers may deliver (the lowest watermark of the online writers),
 //!   moved by the watermarks that commits announce: in-process, and on Postgres by
 //!   `LISTEN/NOTIFY` payloads; on SQLite other processes' commits are seen by a short poll.
-//! - `fanout`: reads each run of new events once and hands it to every subscription here.
+//! - `journal`: what is known of the commits above the fan-out's position without reading them.
+//! - `fanout`: reads each run of new events once and hands it to every subscription here, and
+//!   skips the read where the journal knows every event a subscription here would receive.
 //! - `api`: the gRPC sequencer and admin services; `members` the registry of member keys;
 //!   `client` what members use to talk to it.
 
@@ -14,6 +16,7 @@ mod api;
 pub mod client;
 mod fanout;
 mod head;
+mod journal;
 mod members;
 mod writer;
 
@@ -114,9 +117,11 @@ impl Sequencer {
         let (head_tx, head_rx) = watch::channel(Head::default());
         let (submissions_tx, submissions_rx) = mpsc::channel(4096);
         let (status_tx, status_rx) = watch::channel(writer::WriterStatus::default());
+        let journal = Arc::new(std::sync::Mutex::new(journal::Journal::default()));
         let tracker = tokio::spawn(head::run(
             store.clone(),
             head_tx,
+            journal.clone(),
             signals_tx.clone(),
             signals_rx,
             shutdown.clone(),
@@ -131,7 +136,7 @@ impl Sequencer {
         );
         let writer_task = tokio::spawn(w.run(submissions_rx, shutdown.clone()));
         let (fanout, fanout_task) =
-            fanout::Fanout::start(store.clone(), head_rx.clone(), shutdown.clone());
+            fanout::Fanout::start(store.clone(), head_rx.clone(), journal, shutdown.clone());
         let mut status = status_rx.clone();
         let follow = shutdown.clone();
         let health_task = tokio::spawn(async move {

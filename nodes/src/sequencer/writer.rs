@@ -6,10 +6,12 @@
 //! offline, its next write fails and it rejoins under a new session.
 
 use super::head::{Head, Signal};
+use super::journal::Written;
 use super::now_us;
 use crate::config::SequencingConfig;
-use crate::store::sequencer::{NewEvent, Outcome, WriteError};
+use crate::store::sequencer::{NewEvent, Outcome, StoredEvent, WriteError};
 use crate::store::{Dedicated, Store};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -107,24 +109,25 @@ impl Writer {
                 let head = self.head.borrow();
                 head.max_event_ts > self.watermark
             };
+            // Submissions first: their write raises the watermark as far as a bump would.
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => break,
                 first = submissions.recv() => match first {
-                    Some(first) => {
-                        let mut batch = vec![first];
-                        while batch.len() < MAX_BATCH {
-                            match submissions.try_recv() {
-                                Ok(s) => batch.push(s),
-                                Err(_) => break,
-                            }
-                        }
-                        self.write(batch).await;
-                    }
+                    Some(first) => self.write(batch(first, &mut submissions)).await,
                     None => break,
                 },
                 () = tokio::time::sleep_until(self.next_heartbeat.into()) => self.bump().await,
-                // Another writer's events are above our watermark: readers wait for us.
-                () = async {}, if waiting_on_us => self.bump().await,
+                // Another writer's events are above our watermark: readers wait for us. A send
+                // being handled right now is let in first, to raise it with its write rather
+                // than a bump of its own.
+                () = async {}, if waiting_on_us => {
+                    tokio::task::yield_now().await;
+                    match submissions.try_recv() {
+                        Ok(first) => self.write(batch(first, &mut submissions)).await,
+                        Err(_) => self.bump().await,
+                    }
+                }
                 _ = self.head.changed() => {}
             }
         }
@@ -158,7 +161,7 @@ impl Writer {
                     self.next_heartbeat = Instant::now() + self.heartbeat();
                     tracing::info!(index, watermark, "sequencer writer online");
                     self.publish(Some(index), None);
-                    let _ = self.signals.send(Signal::WritersChanged);
+                    let _ = self.signals.send(Signal::Joined { index, session });
                     return Ok(());
                 }
                 Ok(None) => continue,
@@ -193,8 +196,9 @@ impl Writer {
             return;
         };
         let mut events = Vec::with_capacity(batch.len());
-        for s in &batch {
-            let mut event = s.event.clone();
+        let mut replies = Vec::with_capacity(batch.len());
+        for s in batch {
+            let mut event = s.event;
             event.ts = self.next_ts(index);
             if event.ts > s.max_sequencing_time_us {
                 event.error = Some((
@@ -206,21 +210,22 @@ impl Writer {
                 ));
             }
             events.push(event);
+            replies.push(s.reply);
         }
-        match self.commit(index, &events).await {
-            Ok(outcomes) => {
-                for ((s, e), outcome) in batch.into_iter().zip(&events).zip(outcomes) {
+        match self.commit(index, events).await {
+            Ok(written) => {
+                for (reply, (outcome, e)) in replies.into_iter().zip(written) {
                     let result = match (outcome, &e.error) {
                         (Outcome::Duplicate, _) => Err(SendError::Duplicate(e.message_id.clone())),
                         (Outcome::Sequenced, Some(_)) => Err(SendError::TooLate(e.ts)),
                         (Outcome::Sequenced, None) => Ok(e.ts),
                     };
-                    let _ = s.reply.send(result);
+                    let _ = reply.send(result);
                 }
             }
             Err(e) => {
-                for s in batch {
-                    let _ = s.reply.send(Err(SendError::Unavailable(e.to_string())));
+                for reply in replies {
+                    let _ = reply.send(Err(SendError::Unavailable(e.to_string())));
                 }
             }
         }
@@ -228,40 +233,56 @@ impl Writer {
 
     async fn bump(&mut self) {
         let Some(index) = self.index else { return };
-        let _ = self.commit(index, &[]).await;
+        let _ = self.commit(index, Vec::new()).await;
     }
 
     /// Writes `events` (none for a bump) and raises the watermark as far as a bump would, so
     /// other writers' events that wait on this writer need no bump of their own. After the
-    /// commit the head tracker learns the new watermark without a query and the heartbeat
-    /// starts over; a failure is published as this writer's problem.
+    /// commit the head tracker learns the new watermark and the events inserted without a
+    /// query, and the heartbeat starts over; a failure is published as this writer's problem.
     async fn commit(
         &mut self,
         index: u32,
-        events: &[NewEvent],
-    ) -> Result<Vec<Outcome>, WriteError> {
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<(Outcome, Arc<StoredEvent>)>, WriteError> {
         let watermark = self.bump_target();
         let written = self
             .conn
-            .write_events(index, self.session, watermark, events)
+            .write_events(index, self.session, watermark, &events)
             .await;
         self.next_heartbeat = Instant::now() + self.heartbeat();
-        match &written {
-            Ok(_) => {
+        match written {
+            Ok(outcomes) => {
                 self.watermark = watermark;
+                let min_ts = events.iter().map(|e| e.ts).min().unwrap_or(0);
+                let max_ts = events.iter().map(|e| e.ts).max().unwrap_or(0);
+                let written: Vec<(Outcome, Arc<StoredEvent>)> = outcomes
+                    .into_iter()
+                    .zip(events.into_iter().map(|e| Arc::new(StoredEvent::from(e))))
+                    .collect();
+                let inserted = written
+                    .iter()
+                    .filter(|(outcome, _)| *outcome == Outcome::Sequenced)
+                    .map(|(_, e)| e.clone())
+                    .collect();
                 let _ = self.signals.send(Signal::Wrote {
                     index,
                     session: self.session,
                     watermark,
-                    max_ts: events.iter().map(|e| e.ts).max().unwrap_or(0),
+                    min_ts,
+                    max_ts,
+                    written: Written::Events(inserted),
                 });
                 if self.status.borrow().problem.is_some() {
                     self.publish(Some(index), None);
                 }
+                Ok(written)
             }
-            Err(e) => self.failed(e, watermark),
+            Err(e) => {
+                self.failed(&e, watermark);
+                Err(e)
+            }
         }
-        written
     }
 
     /// How far the next commit raises the watermark: to the clock, past this writer's own
@@ -288,6 +309,8 @@ impl Writer {
             }
             WriteError::Store(e) => {
                 tracing::warn!(error = %e, "sequencer write failed");
+                // It may have committed all the same: readers must read up to it.
+                let _ = self.signals.send(Signal::Unsure(watermark));
                 self.publish(self.index, Some(format!("database unreachable: {e}")));
             }
         }
@@ -316,6 +339,17 @@ impl Writer {
             Err(e) => tracing::debug!(error = %e, "offline check failed"),
         }
     }
+}
+
+fn batch(first: Submission, submissions: &mut mpsc::Receiver<Submission>) -> Vec<Submission> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match submissions.try_recv() {
+            Ok(s) => batch.push(s),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 fn random8() -> Result<[u8; 8], getrandom::Error> {

@@ -29,6 +29,19 @@ pub struct StoredEvent {
     pub error: Option<(String, String)>,
 }
 
+impl From<NewEvent> for StoredEvent {
+    fn from(e: NewEvent) -> Self {
+        StoredEvent {
+            ts: e.ts,
+            sender: e.sender,
+            message_id: e.message_id,
+            recipients: e.recipients,
+            payload: e.payload,
+            error: e.error,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterRow {
     pub index: u32,
@@ -57,21 +70,64 @@ pub const SEQUENCER_CHANNEL: &str = "tandem_sequencer";
 /// Notified when a writer came online or went offline: readers re-read the writers.
 pub const WRITERS_CHANGED: &str = "writers";
 
-/// The notification payload of a committed write: `index session watermark max_ts`.
-pub fn wrote_payload(index: u32, session: i64, watermark_us: i64, max_ts: i64) -> String {
-    format!("{index} {session} {watermark_us} {max_ts}")
+/// A committed write as its notification announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    pub index: u32,
+    pub session: i64,
+    pub watermark_us: i64,
+    /// The write's events lie in `min_ts..=max_ts`; both 0 for a write without events.
+    pub min_ts: i64,
+    pub max_ts: i64,
+    /// Who reads its events (see [`StoredEvent::is_for`]; `*` for everyone); None if there were
+    /// too many to name.
+    pub readers: Option<Vec<String>>,
+}
+
+/// How many bytes of a notification may name readers: Postgres refuses payloads of 8000 bytes.
+const READERS_BUDGET: usize = 7000;
+
+/// The notification payload of a committed write:
+/// `index session watermark min_ts max_ts reader…`, with `?` for the readers if they would not
+/// fit.
+pub fn wrote_payload(index: u32, session: i64, watermark_us: i64, events: &[NewEvent]) -> String {
+    let min_ts = events.iter().map(|e| e.ts).min().unwrap_or(0);
+    let max_ts = events.iter().map(|e| e.ts).max().unwrap_or(0);
+    let mut payload = format!("{index} {session} {watermark_us} {min_ts} {max_ts}");
+    let names: std::collections::BTreeSet<&str> = events.iter().flat_map(readers).collect();
+    if names.iter().map(|r| r.len() + 1).sum::<usize>() > READERS_BUDGET {
+        payload.push_str(" ?");
+    } else {
+        for name in names {
+            payload.push(' ');
+            payload.push_str(name);
+        }
+    }
+    payload
 }
 
 /// Parses [`wrote_payload`]; None for anything else.
-pub fn parse_wrote_payload(payload: &str) -> Option<(u32, i64, i64, i64)> {
+pub fn parse_wrote_payload(payload: &str) -> Option<Announced> {
     let mut parts = payload.split(' ');
-    let parsed = (
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
-    parts.next().is_none().then_some(parsed)
+    let mut number = || parts.next()?.parse::<i64>().ok();
+    let (index, session, watermark_us, min_ts, max_ts) =
+        (number()?, number()?, number()?, number()?, number()?);
+    let rest: Vec<&str> = parts.collect();
+    let readers = match rest.as_slice() {
+        ["?"] => None,
+        names if names.iter().all(|n| !n.is_empty() && *n != "?") => {
+            Some(names.iter().map(|n| n.to_string()).collect())
+        }
+        _ => return None,
+    };
+    Some(Announced {
+        index: u32::try_from(index).ok()?,
+        session,
+        watermark_us,
+        min_ts,
+        max_ts,
+        readers,
+    })
 }
 
 /// What became of each event of a batch.
@@ -631,7 +687,6 @@ async fn write_postgres<'e>(
         .iter()
         .flat_map(|e| readers(e).into_iter().map(move |m| (m, e.ts)))
         .unzip();
-    let max_ts = ts.iter().copied().max().unwrap_or(0);
     let (fenced, inserted, _notified): (bool, Vec<i64>, i64) = sqlx::query_as(SQL)
         .bind(&ts)
         .bind(i64::from(index))
@@ -646,7 +701,7 @@ async fn write_postgres<'e>(
         .bind(&members)
         .bind(&stamps)
         .bind(SEQUENCER_CHANNEL)
-        .bind(wrote_payload(index, session, watermark_us, max_ts))
+        .bind(wrote_payload(index, session, watermark_us, events))
         .fetch_one(db)
         .await
         .map_err(StoreError::from)?;
