@@ -5,6 +5,7 @@
 //! a gap.
 #![allow(clippy::unwrap_used)]
 
+use sqlx::Connection;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -351,10 +352,11 @@ async fn a_stalled_subscriber_catches_up(postgres: bool) {
 /// sequencer. A sequencer serves its own writer's events without reading them back and reads
 /// only what its subscribers want of the other writers' events: every member still gets exactly
 /// the events addressed to it, in order, with no gap. So does a second subscription of member 0
-/// that joins midway through a sequencer where member 0 had none.
+/// that joins midway through a sequencer where member 0 had none, and every sequencer's listener
+/// losing its connection, five times, while the members send.
 async fn point_to_point_across_sequencers(postgres: bool) {
     const MEMBERS: usize = 6;
-    const PER_MEMBER: usize = 60;
+    const PER_MEMBER: usize = 150;
     let Some(sync) = start(postgres, 3).await else {
         return;
     };
@@ -388,7 +390,7 @@ async fn point_to_point_across_sequencers(postgres: bool) {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let (member, key) = &members[0];
     let mut late = SequencerClient::connect(&sync.endpoint(1), member.clone(), key.clone())
         .await
@@ -396,6 +398,38 @@ async fn point_to_point_across_sequencers(postgres: bool) {
         .subscribe(0)
         .await
         .unwrap();
+    // Notifications sent while a sequencer's listener reconnects are lost: the sequencer must
+    // read what it missed rather than skip it.
+    if let Some(pg) = sync.postgres() {
+        let mut admin = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+        const LISTENERS: &str = "FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'";
+        for _ in 0..5 {
+            // Once every sequencer listens again, end all three listeners' sessions.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let listening: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) {LISTENERS}"))
+                    .bind(&pg.name)
+                    .fetch_one(&mut admin)
+                    .await
+                    .unwrap();
+                if listening == 3 {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "a listener never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let ended: Vec<bool> =
+                sqlx::query_scalar(&format!("SELECT pg_terminate_backend(pid) {LISTENERS}"))
+                    .bind(&pg.name)
+                    .fetch_all(&mut admin)
+                    .await
+                    .unwrap();
+            assert_eq!(ended, [true; 3]);
+        }
+    }
     for s in senders {
         s.await.unwrap();
     }

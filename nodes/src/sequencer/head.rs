@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 /// On SQLite other processes' commits are only seen by polling; the query is two index lookups.
 const SQLITE_POLL: Duration = Duration::from_millis(2);
-/// On Postgres notifications move the head; the poll only covers a lost listener connection.
+/// On Postgres notifications move the head; the poll re-reads the writers whatever arrives, in
+/// case the listener's connection was lost unnoticed or a writer's coming was missed.
 const POSTGRES_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -111,8 +112,12 @@ impl Tracked {
                 index,
                 written: Written::ReadBy(_) | Written::Unknown,
                 session,
+                max_ts,
                 ..
-            } if self.own == Some((index, session)) => Applied::Moved(None),
+            } if self.own == Some((index, session)) => {
+                self.max_event_ts = self.max_event_ts.max(max_ts);
+                Applied::Moved(None)
+            }
             Signal::Wrote {
                 index,
                 session,
@@ -133,7 +138,11 @@ impl Tracked {
                 }
                 _ => Applied::Reread,
             },
-            Signal::Unsure(up_to) => Applied::Unsure(up_to),
+            Signal::Unsure(up_to) => {
+                // Readers must not take the range for empty.
+                self.max_event_ts = self.max_event_ts.max(up_to);
+                Applied::Unsure(up_to)
+            }
             Signal::Joined { index, session } => {
                 self.own = Some((index, session));
                 Applied::Reread
@@ -182,7 +191,8 @@ pub(super) async fn run(
     if postgres {
         tokio::spawn(listen(store.clone(), tx, shutdown.clone()));
     }
-    let poll = if postgres { POSTGRES_POLL } else { SQLITE_POLL };
+    let mut poll = tokio::time::interval(if postgres { POSTGRES_POLL } else { SQLITE_POLL });
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tracked = Tracked::default();
     let mut reread = true;
     let mut failures = 0u32;
@@ -192,7 +202,11 @@ pub(super) async fn run(
         match applied {
             Applied::Moved(Some(write)) => journal.record(write),
             Applied::Moved(None) => {}
-            Applied::Unsure(up_to) => journal.unsure(up_to),
+            Applied::Unsure(up_to) => {
+                journal.unsure(up_to);
+                // The write may have moved this writer's watermark too.
+                *reread = true;
+            }
             Applied::Reread => {
                 *reread = true;
                 journal.lost();
@@ -220,7 +234,8 @@ pub(super) async fn run(
                 }
             }
         }
-        if let Some(next) = tracked.head() {
+        // While a re-read is owed, the writers known may be out of date: the head waits for it.
+        if let Some(next) = tracked.head().filter(|_| !reread) {
             head.send_if_modified(|h| {
                 // Never move backwards: a writer going offline can only raise the minimum, and
                 // one rejoining starts at or above it.
@@ -243,13 +258,13 @@ pub(super) async fn run(
                     apply(&mut tracked, signal, &mut reread);
                 }
             }
-            () = tokio::time::sleep(poll) => reread = true,
+            _ = poll.tick() => reread = true,
         }
     }
 }
 
 /// Postgres: turns every notification on the sequencer channel into a signal. Runs in a task of
-/// its own because `PgListener::recv` must not be cancelled half-way through a message. A new
+/// its own because `PgListener::try_recv` must not be cancelled half-way through a message. A new
 /// listener asks for a re-read, since notifications may have been missed while it was away.
 async fn listen(store: Store, signals: mpsc::UnboundedSender<Signal>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
@@ -267,13 +282,19 @@ async fn listen(store: Store, signals: mpsc::UnboundedSender<Signal>, shutdown: 
         if signals.send(Signal::WritersChanged).is_err() {
             return;
         }
+        // `try_recv`, not `recv`: on a lost connection `recv` reconnects and goes on as if no
+        // notification had been missed; here a new listener asks for a re-read.
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                received = listener.recv() => match received {
-                    Ok(n) => if signals.send(Signal::from_payload(n.payload())).is_err() { return },
+                received = listener.try_recv() => match received {
+                    Ok(Some(n)) => if signals.send(Signal::from_payload(n.payload())).is_err() { return },
+                    Ok(None) => {
+                        tracing::debug!("sequencer listener lost its connection");
+                        break;
+                    }
                     Err(e) => {
-                        tracing::debug!(error = %e, "sequencer listener lost its connection");
+                        tracing::debug!(error = %e, "sequencer listener failed");
                         break;
                     }
                 },
@@ -378,6 +399,15 @@ mod tests {
         };
         assert!(matches!(t.apply(own), Applied::Moved(Some(_))));
         assert_eq!(t.head().map(|h| h.safe_ts), Some(150));
+    }
+
+    #[test]
+    fn an_unsure_write_counts_as_events_up_to_its_watermark() {
+        let mut t = Tracked::default();
+        t.reset(state(&[(0, 7, 100)], 100));
+        assert_eq!(t.apply(Signal::Unsure(180)), Applied::Unsure(180));
+        // The fan-out must not take the range up to 180 for empty.
+        assert_eq!(t.head().map(|h| h.max_event_ts), Some(180));
     }
 
     #[test]

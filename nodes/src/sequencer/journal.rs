@@ -1,12 +1,14 @@
 //! What this process knows about the events above the fan-out's position without reading them.
-//! Every commit that moves a watermark is recorded here before the head moves past it: this
-//! process's own commits with their events, other writers' with who reads their events (the
-//! notification names them). Where every recorded commit's readers are subscribed elsewhere, the
-//! fan-out takes its own events from here and skips the database read.
+//! Every commit with events that the head tracker learns of by a signal is recorded here before
+//! the head moves past it: this process's own commits with their events, other writers' with who
+//! reads their events (the notification names them). Where no other writer's commit in a range
+//! has a reader subscribed here, the fan-out takes this process's own events from here and skips
+//! the database read.
 //!
-//! What was not announced is unknown and read: everything committed before the last re-read of
-//! the writers (their notifications may have been missed), and a write of this process whose
-//! outcome is unknown.
+//! What was not announced is unknown and read: everything up to the latest event of the last
+//! re-read of the writers (notifications may have been missed before it), everything from a sign
+//! of missed notifications until the next re-read, and a write of this process whose outcome is
+//! unknown.
 
 use crate::store::sequencer::StoredEvent;
 use std::collections::VecDeque;

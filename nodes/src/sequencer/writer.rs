@@ -18,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 512;
+/// How far ahead of the clock a joining writer starts its watermark, and so its events. Other
+/// processes' heads move with the writers they know of; this is the time they have to learn of
+/// a new one (its `NOTIFY`, or their 50 ms poll) before their head could pass its first event.
+const JOIN_AHEAD_US: i64 = 200_000;
 
 /// A message waiting to be sequenced.
 pub(crate) struct Submission {
@@ -152,7 +156,11 @@ impl Writer {
         let candidates =
             std::iter::once(self.preferred % n).chain((0..n).filter(|i| *i != self.preferred % n));
         for index in candidates {
-            match self.store.claim_writer(index, session, now_us()).await {
+            match self
+                .store
+                .claim_writer(index, session, now_us() + JOIN_AHEAD_US)
+                .await
+            {
                 Ok(Some(watermark)) => {
                     self.index = Some(index);
                     self.session = session;

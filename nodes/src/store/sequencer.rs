@@ -444,14 +444,19 @@ impl Store {
     }
 
     /// Postgres: a listener on the channel writers notify after each commit. `None` on SQLite,
-    /// whose readers poll.
+    /// whose readers poll. Its connection comes from a pool of its own: a listener dropped after
+    /// its session was ended hands its connection back to its pool, dead, and the shared pool
+    /// would give it to the next statement.
     pub async fn sequencer_listener(
         &self,
     ) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
         match self.db() {
             Db::Sqlite(_) => Ok(None),
-            Db::Postgres { pool, .. } => {
-                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+            Db::Postgres { options, .. } => {
+                let own = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy_with((**options).clone());
+                let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
                 listener.listen(SEQUENCER_CHANNEL).await?;
                 Ok(Some(listener))
             }

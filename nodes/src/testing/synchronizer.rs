@@ -99,6 +99,11 @@ impl Synchronizer {
         Ok(Some(sync))
     }
 
+    /// The Postgres database the nodes share, if they run on Postgres.
+    pub fn postgres(&self) -> Option<&PgDatabase> {
+        self._pg.as_ref()
+    }
+
     /// The sequencer API endpoint of sequencer `i` (modulo their number).
     pub fn endpoint(&self, i: usize) -> String {
         let n = &self.sequencers[i % self.sequencers.len()];
