@@ -1,7 +1,9 @@
 //! `tandem bench sequencer`: N sequencer processes over one database; M members each send K
 //! messages to themselves through their sequencer with several sends in flight, and read their
 //! receipts from their subscription. Reports events per second and send-to-deliver latency
-//! (from starting `Send` to the event arriving on the member's stream).
+//! (from starting `Send` to the event arriving on the member's stream). The members sign their
+//! requests before the clock starts: signing is the members' work, done on their own machines in
+//! a deployment, and here it would take the sequencers' CPU.
 
 use crate::cli::{BenchBackend, BenchSequencerArgs};
 use crate::process::NodeProcess;
@@ -16,7 +18,11 @@ use tandem_nodes::member::admit_within;
 use tandem_nodes::sequencer::client::SequencerClient;
 use tandem_nodes::sequencer::now_us;
 use tandem_nodes::testing::{synchronizer_topology, PgCluster, PgDatabase};
+use tandem_proto::sequencer::v1 as pb;
 use tokio::sync::Semaphore;
+
+/// How long the prepared requests stay valid: their max sequencing time.
+const PREPARED_FOR: Duration = Duration::from_secs(3600);
 
 pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
     if args.sequencers == 0 || args.members == 0 || args.messages == 0 || args.in_flight == 0 {
@@ -135,13 +141,22 @@ async fn drive(
         admit_within(topology_manager, &member, &key, Duration::from_secs(30)).await?;
         members.push((member, key));
     }
-    let started = Instant::now();
-    let mut tasks = Vec::new();
+    let mut prepared = Vec::new();
+    let max_sequencing_time = now_us() + PREPARED_FOR.as_micros() as i64;
     for (i, (member, key)) in members.into_iter().enumerate() {
         let client = SequencerClient::connect(&endpoint(i)?, member, key).await?;
+        let me = vec![client.member.to_string()];
+        let requests: Vec<pb::SubmissionRequest> = (0..args.messages)
+            .map(|n| client.request(&format!("b{n}"), &me, vec![0u8; 256], max_sequencing_time))
+            .collect();
+        prepared.push((client, requests));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (client, requests) in prepared {
         tasks.push(tokio::spawn(member_run(
             client,
-            args.messages as usize,
+            requests,
             args.in_flight as usize,
             started,
         )));
@@ -161,18 +176,18 @@ async fn drive(
     Ok((last, latencies))
 }
 
-/// One member: subscribe, send `messages` to itself with `in_flight` concurrent sends, wait for
-/// every receipt. Returns when the last arrived (since `started`) and the latencies.
+/// One member: subscribe, send `requests` (to itself) with `in_flight` concurrent sends, wait
+/// for every receipt. Returns when the last arrived (since `started`) and the latencies.
 async fn member_run(
     mut client: SequencerClient,
-    messages: usize,
+    requests: Vec<pb::SubmissionRequest>,
     in_flight: usize,
     started: Instant,
 ) -> anyhow::Result<(Duration, Vec<f64>)> {
+    let messages = requests.len();
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut stream = client.subscribe(0).await?;
-    let me = vec![client.member.to_string()];
     let permits = Arc::new(Semaphore::new(in_flight));
     let sender = {
         let (sent_at, permits, mut client, failed) = (
@@ -182,14 +197,12 @@ async fn member_run(
             failed.clone(),
         );
         tokio::spawn(async move {
-            for n in 0..messages {
+            for request in requests {
                 let permit = permits.clone().acquire_owned().await?;
-                let id = format!("b{n}");
-                let request = client.request(&id, &me, vec![0u8; 256], now_us() + 60_000_000);
                 sent_at
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, Instant::now());
+                    .insert(request.message_id.clone(), Instant::now());
                 let mut c = client.clone();
                 let failed = failed.clone();
                 tokio::spawn(async move {
