@@ -268,7 +268,11 @@ pub(super) async fn run(
 /// listener asks for a re-read, since notifications may have been missed while it was away.
 async fn listen(store: Store, signals: mpsc::UnboundedSender<Signal>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
-        let mut listener = match store.sequencer_listener().await {
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return,
+            connected = store.sequencer_listener() => connected,
+        };
+        let mut listener = match connected {
             Ok(Some(listener)) => listener,
             Ok(None) => return,
             Err(e) => {
@@ -283,7 +287,8 @@ async fn listen(store: Store, signals: mpsc::UnboundedSender<Signal>, shutdown: 
             return;
         }
         // `try_recv`, not `recv`: on a lost connection `recv` reconnects and goes on as if no
-        // notification had been missed; here a new listener asks for a re-read.
+        // notification had been missed; here a new listener asks for a re-read (the listener
+        // does not reconnect by itself).
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,

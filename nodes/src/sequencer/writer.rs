@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 512;
-/// How far ahead of the clock a joining writer starts its watermark, and so its events. Other
-/// processes' heads move with the writers they know of; this is the time they have to learn of
-/// a new one (its `NOTIFY`, or their 50 ms poll) before their head could pass its first event.
+/// How far above the clock and every timestamp in use a joining writer starts its watermark,
+/// and so its events. Other processes' heads move with the writers they know of; this is the
+/// time they have to learn of a new one (its `NOTIFY`, or their 50 ms poll) before their head
+/// could pass its first event.
 const JOIN_AHEAD_US: i64 = 200_000;
 
 /// A message waiting to be sequenced.
@@ -109,9 +110,11 @@ impl Writer {
                 }
             }
             self.check_peers().await;
+            // Not after a failed write up to `last_ts`: that is no other writer's event, and its
+            // retry waits for the heartbeat.
             let waiting_on_us = {
                 let head = self.head.borrow();
-                head.max_event_ts > self.watermark
+                head.max_event_ts > self.watermark.max(self.last_ts)
             };
             // Submissions first: their write raises the watermark as far as a bump would.
             tokio::select! {
@@ -158,7 +161,7 @@ impl Writer {
         for index in candidates {
             match self
                 .store
-                .claim_writer(index, session, now_us() + JOIN_AHEAD_US)
+                .claim_writer(index, session, now_us(), JOIN_AHEAD_US)
                 .await
             {
                 Ok(Some(watermark)) => {

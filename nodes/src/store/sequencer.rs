@@ -195,15 +195,18 @@ impl Store {
     }
 
     /// Claims writer index `index` for `session` if it is not online, and brings it online with
-    /// a watermark no lower than any online writer's, the latest event, or `floor_us`: readers may
-    /// have delivered up to the online writers' minimum, and this writer must never write below
-    /// what they delivered. First deletes what the index wrote past its old watermark (crash
-    /// recovery). Returns the new watermark, or None if the index is taken.
+    /// a watermark `lead_us` above the highest of any online writer's, the latest event and
+    /// `now_us`: readers may have delivered up to the online writers' minimum, and this writer
+    /// must never write below what they delivered; the lead is the time other readers have to
+    /// learn of it before their head could pass its first event. First deletes what the index
+    /// wrote past its old watermark (crash recovery). Returns the new watermark, or None if the
+    /// index is taken.
     pub async fn claim_writer(
         &self,
         index: u32,
         session: i64,
-        floor_us: i64,
+        now_us: i64,
+        lead_us: i64,
     ) -> Result<Option<i64>, StoreError> {
         let idx = i64::from(index);
         macro_rules! claim {
@@ -224,7 +227,7 @@ impl Store {
                     "SELECT MAX(m) FROM (SELECT MAX(watermark_us) AS m FROM sequencer_writers WHERE online \
                      UNION ALL SELECT MAX(ts) AS m FROM sequencer_events) AS highs")
                     .fetch_one(&mut *tx).await?;
-                let watermark = high.unwrap_or(0).max(floor_us);
+                let watermark = high.unwrap_or(0).max(now_us) + lead_us;
                 sqlx::query(concat!("INSERT INTO sequencer_writers (idx, online, watermark_us, session) VALUES (", $p, "1, TRUE, ", $p, "2, ", $p, "3) \
                      ON CONFLICT (idx) DO UPDATE SET online = TRUE, watermark_us = excluded.watermark_us, session = excluded.session"))
                     .bind(idx).bind(watermark).bind(session).execute(&mut *tx).await?;
@@ -452,11 +455,14 @@ impl Store {
     ) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
         match self.db() {
             Db::Sqlite(_) => Ok(None),
-            Db::Postgres { options, .. } => {
+            Db::Postgres { options, pool } => {
                 let own = sqlx::postgres::PgPoolOptions::new()
                     .max_connections(1)
+                    .acquire_timeout(pool.options().get_acquire_timeout())
                     .connect_lazy_with((**options).clone());
                 let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+                // The caller replaces a listener that lost its connection.
+                listener.eager_reconnect(false);
                 listener.listen(SEQUENCER_CHANNEL).await?;
                 Ok(Some(listener))
             }
