@@ -35,6 +35,61 @@ async fn admit(sync: &Synchronizer, name: &str) -> (MemberId, Arc<KeyPair>) {
     sync.admit(MemberKind::Participant, name).await.unwrap()
 }
 
+/// Admits `count` members, `member0`, `member1`, …
+async fn admit_members(sync: &Synchronizer, count: usize) -> Vec<(MemberId, Arc<KeyPair>)> {
+    let mut members = Vec::new();
+    for i in 0..count {
+        members.push(admit(sync, &format!("member{i}")).await);
+    }
+    members
+}
+
+/// Subscribes member `i` from the start through sequencer `i + offset`.
+async fn subscribe_each(
+    sync: &Synchronizer,
+    members: &[(MemberId, Arc<KeyPair>)],
+    offset: usize,
+) -> Vec<tonic::Streaming<pb::SequencedEvent>> {
+    let mut streams = Vec::new();
+    for (i, (member, key)) in members.iter().enumerate() {
+        let mut client =
+            SequencerClient::connect(&sync.endpoint(i + offset), member.clone(), key.clone())
+                .await
+                .unwrap();
+        streams.push(client.subscribe(0).await.unwrap());
+    }
+    streams
+}
+
+/// Member `i` sends `per_member` messages to `to(i)` through sequencer `i`, one after another,
+/// with message ids `m{n}` and payloads `{i}:{n}`; returns the sending tasks.
+async fn send_from_each(
+    sync: &Synchronizer,
+    members: &[(MemberId, Arc<KeyPair>)],
+    per_member: usize,
+    to: impl Fn(usize) -> Vec<String>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut senders = Vec::new();
+    for (i, (member, key)) in members.iter().enumerate() {
+        let mut client = SequencerClient::connect(&sync.endpoint(i), member.clone(), key.clone())
+            .await
+            .unwrap();
+        let to = to(i);
+        senders.push(tokio::spawn(async move {
+            for n in 0..per_member {
+                let request = client.request(
+                    &format!("m{n}"),
+                    &to,
+                    format!("{i}:{n}").into_bytes(),
+                    in_a_minute(),
+                );
+                client.send(request).await.unwrap();
+            }
+        }));
+    }
+    senders
+}
+
 /// The topology manager's broadcasts reach every member's stream too.
 fn is_broadcast(e: &pb::SequencedEvent) -> bool {
     e.recipients.iter().any(|r| r == "*")
@@ -75,39 +130,12 @@ async fn total_order(postgres: bool) {
     let Some(sync) = start(postgres, 3).await else {
         return;
     };
-    let mut members = Vec::new();
-    for i in 0..MEMBERS {
-        members.push(admit(&sync, &format!("member{i}")).await);
-    }
+    let members = admit_members(&sync, MEMBERS).await;
     let everyone: Vec<String> = members.iter().map(|(m, _)| m.to_string()).collect();
 
     // Everyone subscribes first, each through a different sequencer than it sends to.
-    let mut streams = Vec::new();
-    for (i, (member, key)) in members.iter().enumerate() {
-        let mut client =
-            SequencerClient::connect(&sync.endpoint(i + 1), member.clone(), key.clone())
-                .await
-                .unwrap();
-        streams.push(client.subscribe(0).await.unwrap());
-    }
-    let mut senders = Vec::new();
-    for (i, (member, key)) in members.iter().enumerate() {
-        let mut client = SequencerClient::connect(&sync.endpoint(i), member.clone(), key.clone())
-            .await
-            .unwrap();
-        let everyone = everyone.clone();
-        senders.push(tokio::spawn(async move {
-            for n in 0..PER_MEMBER {
-                let request = client.request(
-                    &format!("m{n}"),
-                    &everyone,
-                    format!("{i}:{n}").into_bytes(),
-                    in_a_minute(),
-                );
-                client.send(request).await.unwrap();
-            }
-        }));
-    }
+    let mut streams = subscribe_each(&sync, &members, 1).await;
+    let senders = send_from_each(&sync, &members, PER_MEMBER, |_| everyone.clone()).await;
     for s in senders {
         s.await.unwrap();
     }
@@ -360,37 +388,16 @@ async fn point_to_point_across_sequencers(postgres: bool) {
     let Some(sync) = start(postgres, 3).await else {
         return;
     };
-    let mut members = Vec::new();
-    for i in 0..MEMBERS {
-        members.push(admit(&sync, &format!("member{i}")).await);
-    }
+    let members = admit_members(&sync, MEMBERS).await;
     let names: Vec<String> = members.iter().map(|(m, _)| m.to_string()).collect();
-    let mut streams = Vec::new();
-    for (i, (member, key)) in members.iter().enumerate() {
-        let mut client = SequencerClient::connect(&sync.endpoint(i), member.clone(), key.clone())
-            .await
-            .unwrap();
-        streams.push(client.subscribe(0).await.unwrap());
-    }
-    let mut senders = Vec::new();
-    for (i, (member, key)) in members.iter().enumerate() {
-        let mut client = SequencerClient::connect(&sync.endpoint(i), member.clone(), key.clone())
-            .await
-            .unwrap();
-        let to = vec![names[i].clone(), names[(i + 1) % MEMBERS].clone()];
-        senders.push(tokio::spawn(async move {
-            for n in 0..PER_MEMBER {
-                let request = client.request(
-                    &format!("m{n}"),
-                    &to,
-                    format!("{i}:{n}").into_bytes(),
-                    in_a_minute(),
-                );
-                client.send(request).await.unwrap();
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut streams = subscribe_each(&sync, &members, 0).await;
+    let senders = send_from_each(&sync, &members, PER_MEMBER, |i| {
+        vec![names[i].clone(), names[(i + 1) % MEMBERS].clone()]
+    })
+    .await;
+    // Midway, once member 0 has half its events, it subscribes again.
+    let mut received: Vec<Vec<pb::SequencedEvent>> = vec![Vec::new(); MEMBERS];
+    received[0] = collect(&mut streams[0], PER_MEMBER).await;
     let (member, key) = &members[0];
     let mut late = SequencerClient::connect(&sync.endpoint(1), member.clone(), key.clone())
         .await
@@ -436,7 +443,9 @@ async fn point_to_point_across_sequencers(postgres: bool) {
 
     let mut first = Vec::new();
     for (i, stream) in streams.iter_mut().enumerate() {
-        let all = collect(stream, 2 * PER_MEMBER).await;
+        let mut all = std::mem::take(&mut received[i]);
+        let counted = all.iter().filter(|e| !is_broadcast(e)).count();
+        all.extend(collect(stream, 2 * PER_MEMBER - counted).await);
         let mut previous = 0;
         for e in &all {
             assert_eq!(

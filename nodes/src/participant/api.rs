@@ -1101,40 +1101,14 @@ impl UserUpdate {
                 ))
             }
         };
-        let mut changed = Rights::default();
-        if add {
-            changed.admin = change.admin && !record.rights.admin;
-            record.rights.admin |= change.admin;
-            changed.act_as = change
-                .act_as
-                .difference(&record.rights.act_as)
-                .cloned()
-                .collect();
-            changed.read_as = change
-                .read_as
-                .difference(&record.rights.read_as)
-                .cloned()
-                .collect();
-            record.rights.act_as.extend(change.act_as.iter().cloned());
-            record.rights.read_as.extend(change.read_as.iter().cloned());
-        } else {
-            changed.admin = change.admin && record.rights.admin;
-            record.rights.admin &= !change.admin;
-            changed.act_as = change
-                .act_as
-                .intersection(&record.rights.act_as)
-                .cloned()
-                .collect();
-            changed.read_as = change
-                .read_as
-                .intersection(&record.rights.read_as)
-                .cloned()
-                .collect();
-            record.rights.act_as.retain(|p| !change.act_as.contains(p));
-            record
-                .rights
-                .read_as
-                .retain(|p| !change.read_as.contains(p));
+        let rights = &mut record.rights;
+        let changed = Rights {
+            admin: change.admin && rights.admin != add,
+            act_as: change_parties(&mut rights.act_as, &change.act_as, add),
+            read_as: change_parties(&mut rights.read_as, &change.read_as, add),
+        };
+        if change.admin {
+            rights.admin = add;
         }
         Ok(UserUpdate {
             user: user.to_string(),
@@ -1169,6 +1143,25 @@ impl UserUpdate {
         p.with_engine(|e| e.users.insert(user, record)).await?;
         Ok(changed)
     }
+}
+
+/// Adds (`add`) or removes `change` in `current`; returns the parties that changed.
+fn change_parties(
+    current: &mut BTreeSet<String>,
+    change: &BTreeSet<String>,
+    add: bool,
+) -> BTreeSet<String> {
+    let changed: BTreeSet<String> = if add {
+        change.difference(current).cloned().collect()
+    } else {
+        change.intersection(current).cloned().collect()
+    };
+    if add {
+        current.extend(changed.iter().cloned());
+    } else {
+        current.retain(|p| !changed.contains(p));
+    }
+    changed
 }
 
 fn user_to(id: &str, r: &UserRecord) -> pb::User {
@@ -1466,5 +1459,29 @@ impl pb::version_service_server::VersionService for LedgerApi {
         Ok(Response::new(pb::GetLedgerApiVersionResponse {
             version: format!("2.0.0-tandem.{}", env!("CARGO_PKG_VERSION")),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(parties: &[&str]) -> BTreeSet<String> {
+        parties.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn a_change_of_parties_returns_only_what_changed() {
+        let mut current = set(&["a", "b"]);
+        assert_eq!(
+            change_parties(&mut current, &set(&["b", "c"]), true),
+            set(&["c"])
+        );
+        assert_eq!(current, set(&["a", "b", "c"]));
+        assert_eq!(
+            change_parties(&mut current, &set(&["a", "d"]), false),
+            set(&["a"])
+        );
+        assert_eq!(current, set(&["b", "c"]));
     }
 }
