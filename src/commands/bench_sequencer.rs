@@ -94,9 +94,10 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
     for p in &mut processes {
         p.stop(Duration::from_secs(10)).await;
     }
-    let (elapsed, mut latencies) = result?;
+    let (elapsed, mut latencies, mut receipts) = result?;
     let total = latencies.len();
     latencies.sort_by(f64::total_cmp);
+    receipts.sort_by(f64::total_cmp);
     let pct = |p: f64| super::bench::percentile(&latencies, p);
     let backend = if args.backend == BenchBackend::Sqlite {
         "sqlite"
@@ -104,7 +105,7 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
         "postgres"
     };
     println!(
-        "bench=sequencer backend={backend} sequencers={} members={} messages={total} in_flight={} events_per_s={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}{}",
+        "bench=sequencer backend={backend} sequencers={} members={} messages={total} in_flight={} events_per_s={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} receipt_p50_ms={:.2}{}",
         args.sequencers,
         args.members,
         args.in_flight,
@@ -112,17 +113,19 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
         pct(0.50),
         pct(0.99),
         pct(1.0),
+        super::bench::percentile(&receipts, 0.50),
         steal,
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Returns the wall time of the run and every message's send-to-deliver latency in ms.
+/// Returns the wall time of the run, every message's send-to-deliver latency and every
+/// send-to-receipt latency in ms.
 async fn drive(
     args: &BenchSequencerArgs,
     processes: &[NodeProcess],
     topology_manager: &[String],
-) -> anyhow::Result<(Duration, Vec<f64>)> {
+) -> anyhow::Result<(Duration, Vec<f64>, Vec<f64>)> {
     let endpoint = |i: usize| -> anyhow::Result<String> {
         let api = processes[i % processes.len()]
             .ready
@@ -161,40 +164,44 @@ async fn drive(
             started,
         )));
     }
-    let mut latencies = Vec::new();
+    let (mut latencies, mut receipts) = (Vec::new(), Vec::new());
     let mut last = Duration::ZERO;
     for t in tasks {
-        let (done, mut l) = t.await??;
+        let (done, mut l, mut r) = t.await??;
         last = last.max(done);
         latencies.append(&mut l);
+        receipts.append(&mut r);
         println!(
             "member done: {} messages, last delivery at {:.0} ms",
             l.len().max(args.messages as usize),
             done.as_secs_f64() * 1000.0
         );
     }
-    Ok((last, latencies))
+    Ok((last, latencies, receipts))
 }
 
 /// One member: subscribe, send `requests` (to itself) with `in_flight` concurrent sends, wait
-/// for every receipt. Returns when the last arrived (since `started`) and the latencies.
+/// for every receipt. Returns when the last arrived (since `started`), the send-to-deliver and
+/// the send-to-receipt latencies.
 async fn member_run(
     mut client: SequencerClient,
     requests: Vec<pb::SubmissionRequest>,
     in_flight: usize,
     started: Instant,
-) -> anyhow::Result<(Duration, Vec<f64>)> {
+) -> anyhow::Result<(Duration, Vec<f64>, Vec<f64>)> {
     let messages = requests.len();
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut stream = client.subscribe(0).await?;
     let permits = Arc::new(Semaphore::new(in_flight));
+    let receipts: Arc<Mutex<Vec<f64>>> = Arc::default();
     let sender = {
-        let (sent_at, permits, mut client, failed) = (
+        let (sent_at, permits, mut client, failed, receipts) = (
             sent_at.clone(),
             permits.clone(),
             client.clone(),
             failed.clone(),
+            receipts.clone(),
         );
         tokio::spawn(async move {
             for request in requests {
@@ -204,11 +211,18 @@ async fn member_run(
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(request.message_id.clone(), Instant::now());
                 let mut c = client.clone();
-                let failed = failed.clone();
+                let (failed, receipts) = (failed.clone(), receipts.clone());
                 tokio::spawn(async move {
-                    if let Err(status) = c.send(request).await {
-                        eprintln!("send failed: {status}");
-                        failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let at = Instant::now();
+                    match c.send(request).await {
+                        Ok(_) => receipts
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(at.elapsed().as_secs_f64() * 1000.0),
+                        Err(status) => {
+                            eprintln!("send failed: {status}");
+                            failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                     }
                     drop(permit);
                 });
@@ -234,9 +248,12 @@ async fn member_run(
         }
     }
     sender.await??;
+    // Every send has its answer once all permits are back.
+    let _all = permits.acquire_many(in_flight as u32).await?;
     let failed = failed.load(std::sync::atomic::Ordering::SeqCst);
     if failed > 0 {
         bail!("{failed} of {messages} sends failed");
     }
-    Ok((started.elapsed(), latencies))
+    let receipts = std::mem::take(&mut *receipts.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok((started.elapsed(), latencies, receipts))
 }

@@ -18,11 +18,15 @@ use tokio_util::sync::CancellationToken;
 
 /// Largest batch written in one transaction.
 const MAX_BATCH: usize = 512;
+/// How often a writer lets other tasks run before it takes a batch (see `gather`).
+const GATHER_YIELDS: usize = 4;
 /// How far above the clock and every timestamp in use a joining writer starts its watermark,
 /// and so its events. Other processes' heads move with the writers they know of; this is the
 /// time they have to learn of a new one (its `NOTIFY`, or their 50 ms poll) before their head
 /// could pass its first event.
 const JOIN_AHEAD_US: i64 = 200_000;
+/// The most a commit's watermark runs ahead of the clock (see `Writer::lead_us`).
+const MAX_LEAD_US: i64 = 5_000;
 
 /// A message waiting to be sequenced.
 pub(crate) struct Submission {
@@ -57,6 +61,12 @@ pub(super) struct Writer {
     session: i64,
     last_ts: i64,
     watermark: i64,
+    /// How long a commit takes to land, averaged: a commit's watermark is set this far ahead of
+    /// the clock at its start, so that when it lands it stands about at the time, not at the
+    /// time it started. Other writers' events written meanwhile then need no later commit of
+    /// ours before readers may pass them. Our own next events take timestamps above it, which
+    /// is about when their commit starts anyway.
+    lead_us: i64,
     head: watch::Receiver<Head>,
     status: watch::Sender<WriterStatus>,
     signals: mpsc::UnboundedSender<Signal>,
@@ -82,6 +92,7 @@ impl Writer {
             session: 0,
             last_ts: 0,
             watermark: 0,
+            lead_us: 0,
             head,
             status,
             signals,
@@ -121,7 +132,7 @@ impl Writer {
                 biased;
                 () = shutdown.cancelled() => break,
                 first = submissions.recv() => match first {
-                    Some(first) => self.write(batch(first, &mut submissions)).await,
+                    Some(first) => self.write(gather(first, &mut submissions).await).await,
                     None => break,
                 },
                 () = tokio::time::sleep_until(self.next_heartbeat.into()) => self.bump().await,
@@ -131,7 +142,7 @@ impl Writer {
                 () = async {}, if waiting_on_us => {
                     tokio::task::yield_now().await;
                     match submissions.try_recv() {
-                        Ok(first) => self.write(batch(first, &mut submissions)).await,
+                        Ok(first) => self.write(gather(first, &mut submissions).await).await,
                         Err(_) => self.bump().await,
                     }
                 }
@@ -257,6 +268,7 @@ impl Writer {
         events: Vec<NewEvent>,
     ) -> Result<Vec<(Outcome, Arc<StoredEvent>)>, WriteError> {
         let watermark = self.bump_target();
+        let started = Instant::now();
         let written = self
             .conn
             .write_events(index, self.session, watermark, &events)
@@ -264,6 +276,8 @@ impl Writer {
         self.next_heartbeat = Instant::now() + self.heartbeat();
         match written {
             Ok(outcomes) => {
+                let took = i64::try_from(started.elapsed().as_micros()).unwrap_or(MAX_LEAD_US);
+                self.lead_us = ((self.lead_us * 7 + took.min(MAX_LEAD_US)) / 8).min(MAX_LEAD_US);
                 self.watermark = watermark;
                 let min_ts = events.iter().map(|e| e.ts).min().unwrap_or(0);
                 let max_ts = events.iter().map(|e| e.ts).max().unwrap_or(0);
@@ -296,13 +310,13 @@ impl Writer {
         }
     }
 
-    /// How far the next commit raises the watermark: to the clock, past this writer's own
-    /// events, and never below another writer's latest event, which is what readers wait for (a
-    /// clock slightly behind the other writer's must not keep them waiting). Later timestamps are
-    /// above it, so the promise holds.
+    /// How far the next commit raises the watermark: to the clock plus the time the commit
+    /// takes, past this writer's own events, and never below another writer's latest event,
+    /// which is what readers wait for (a clock slightly behind the other writer's must not keep
+    /// them waiting). Later timestamps are above it, so the promise holds.
     fn bump_target(&self) -> i64 {
         let waited_for = self.head.borrow().max_event_ts;
-        now_us()
+        (now_us() + self.lead_us)
             .max(self.watermark)
             .max(self.last_ts)
             .max(waited_for)
@@ -352,8 +366,21 @@ impl Writer {
     }
 }
 
-fn batch(first: Submission, submissions: &mut mpsc::Receiver<Submission>) -> Vec<Submission> {
+/// The batch a write takes: `first` and what is queued behind it, once the send handlers that
+/// are ready have run. Each commit has a fixed cost (a round trip, a `NOTIFY` that wakes every
+/// listener, the readers' work), so sends are worth gathering; yielding a few times lets the
+/// handlers on this runtime finish checking theirs, which costs microseconds when none is ready.
+/// On the 3-sequencer benchmark at 4 sends in flight per member, three to six yields took the
+/// batch from about 2.6 sends to about 4.8 (writes per run 4,500 → 2,500) and raised throughput
+/// by about a fifth; one yield got only to 4.0.
+async fn gather(
+    first: Submission,
+    submissions: &mut mpsc::Receiver<Submission>,
+) -> Vec<Submission> {
     let mut batch = vec![first];
+    for _ in 0..GATHER_YIELDS {
+        tokio::task::yield_now().await;
+    }
     while batch.len() < MAX_BATCH {
         match submissions.try_recv() {
             Ok(s) => batch.push(s),
