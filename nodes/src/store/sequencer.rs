@@ -195,9 +195,10 @@ impl Store {
     }
 
     /// Claims writer index `index` for `session` if it is not online, and brings it online with
-    /// a watermark `lead_us` above the highest of any online writer's, the latest event and
-    /// `now_us`: readers may have delivered up to the online writers' minimum, and this writer
-    /// must never write below what they delivered; the lead is the time other readers have to
+    /// a watermark `lead_us` above the highest of any writer's (offline ones too: readers may
+    /// have delivered up to a writer's watermark before it went offline, and it may run a few
+    /// ms ahead of the clock), the latest event and `now_us`: this writer must never write below
+    /// what readers delivered; the lead is the time other readers have to
     /// learn of it before their head could pass its first event. First deletes what the index
     /// wrote past its old watermark (crash recovery). Returns the new watermark, or None if the
     /// index is taken.
@@ -224,7 +225,7 @@ impl Store {
                 sqlx::query(&format!("DELETE FROM sequencer_events WHERE ts IN ({past})"))
                     .bind(idx).execute(&mut *tx).await?;
                 let high: Option<i64> = sqlx::query_scalar(
-                    "SELECT MAX(m) FROM (SELECT MAX(watermark_us) AS m FROM sequencer_writers WHERE online \
+                    "SELECT MAX(m) FROM (SELECT MAX(watermark_us) AS m FROM sequencer_writers \
                      UNION ALL SELECT MAX(ts) AS m FROM sequencer_events) AS highs")
                     .fetch_one(&mut *tx).await?;
                 let watermark = high.unwrap_or(0).max(now_us) + lead_us;
