@@ -410,7 +410,7 @@ async fn point_to_point_across_sequencers(postgres: bool) {
     if let Some(pg) = sync.postgres() {
         let mut admin = sqlx::PgConnection::connect(&pg.url).await.unwrap();
         // A session just ended may still be listed for a moment: those are left out.
-        let mut ended = std::collections::HashSet::new();
+        let mut ended = HashSet::new();
         for _ in 0..5 {
             // Once every sequencer listens again, end all three listeners' sessions.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -94,11 +94,11 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
     for p in &mut processes {
         p.stop(Duration::from_secs(10)).await;
     }
-    let (elapsed, mut latencies, mut receipts) = result?;
-    let total = latencies.len();
-    latencies.sort_by(f64::total_cmp);
-    receipts.sort_by(f64::total_cmp);
-    let pct = |p: f64| super::bench::percentile(&latencies, p);
+    let (elapsed, mut latencies) = result?;
+    let total = latencies.deliver.len();
+    latencies.deliver.sort_by(f64::total_cmp);
+    latencies.receipt.sort_by(f64::total_cmp);
+    let pct = |p: f64| super::bench::percentile(&latencies.deliver, p);
     let backend = if args.backend == BenchBackend::Sqlite {
         "sqlite"
     } else {
@@ -113,19 +113,27 @@ pub async fn run(args: BenchSequencerArgs) -> anyhow::Result<ExitCode> {
         pct(0.50),
         pct(0.99),
         pct(1.0),
-        super::bench::percentile(&receipts, 0.50),
+        super::bench::percentile(&latencies.receipt, 0.50),
         steal,
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Returns the wall time of the run, every message's send-to-deliver latency and every
-/// send-to-receipt latency in ms.
+/// Every message's latencies in ms, from starting its `Send`.
+#[derive(Default)]
+struct Latencies {
+    /// To the event arriving on the member's stream.
+    deliver: Vec<f64>,
+    /// To the receipt (the `Send` answered).
+    receipt: Vec<f64>,
+}
+
+/// Returns the wall time of the run and every message's latencies.
 async fn drive(
     args: &BenchSequencerArgs,
     processes: &[NodeProcess],
     topology_manager: &[String],
-) -> anyhow::Result<(Duration, Vec<f64>, Vec<f64>)> {
+) -> anyhow::Result<(Duration, Latencies)> {
     let endpoint = |i: usize| -> anyhow::Result<String> {
         let api = processes[i % processes.len()]
             .ready
@@ -164,31 +172,30 @@ async fn drive(
             started,
         )));
     }
-    let (mut latencies, mut receipts) = (Vec::new(), Vec::new());
+    let mut latencies = Latencies::default();
     let mut last = Duration::ZERO;
     for t in tasks {
-        let (done, mut l, mut r) = t.await??;
+        let (done, mut l) = t.await??;
         last = last.max(done);
-        latencies.append(&mut l);
-        receipts.append(&mut r);
         println!(
             "member done: {} messages, last delivery at {:.0} ms",
-            l.len().max(args.messages as usize),
+            l.deliver.len().max(args.messages as usize),
             done.as_secs_f64() * 1000.0
         );
+        latencies.deliver.append(&mut l.deliver);
+        latencies.receipt.append(&mut l.receipt);
     }
-    Ok((last, latencies, receipts))
+    Ok((last, latencies))
 }
 
 /// One member: subscribe, send `requests` (to itself) with `in_flight` concurrent sends, wait
-/// for every receipt. Returns when the last arrived (since `started`), the send-to-deliver and
-/// the send-to-receipt latencies.
+/// for every receipt. Returns when the last arrived (since `started`) and the latencies.
 async fn member_run(
     mut client: SequencerClient,
     requests: Vec<pb::SubmissionRequest>,
     in_flight: usize,
     started: Instant,
-) -> anyhow::Result<(Duration, Vec<f64>, Vec<f64>)> {
+) -> anyhow::Result<(Duration, Latencies)> {
     let messages = requests.len();
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -206,14 +213,14 @@ async fn member_run(
         tokio::spawn(async move {
             for request in requests {
                 let permit = permits.clone().acquire_owned().await?;
+                let at = Instant::now();
                 sent_at
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(request.message_id.clone(), Instant::now());
+                    .insert(request.message_id.clone(), at);
                 let mut c = client.clone();
                 let (failed, receipts) = (failed.clone(), receipts.clone());
                 tokio::spawn(async move {
-                    let at = Instant::now();
                     match c.send(request).await {
                         Ok(_) => receipts
                             .lock()
@@ -254,6 +261,12 @@ async fn member_run(
     if failed > 0 {
         bail!("{failed} of {messages} sends failed");
     }
-    let receipts = std::mem::take(&mut *receipts.lock().unwrap_or_else(|e| e.into_inner()));
-    Ok((started.elapsed(), latencies, receipts))
+    let receipt = std::mem::take(&mut *receipts.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok((
+        started.elapsed(),
+        Latencies {
+            deliver: latencies,
+            receipt,
+        },
+    ))
 }

@@ -91,8 +91,7 @@ const READERS_BUDGET: usize = 7000;
 /// `index session watermark min_ts max_ts reader…`, with `?` for the readers if they would not
 /// fit.
 pub fn wrote_payload(index: u32, session: i64, watermark_us: i64, events: &[NewEvent]) -> String {
-    let min_ts = events.iter().map(|e| e.ts).min().unwrap_or(0);
-    let max_ts = events.iter().map(|e| e.ts).max().unwrap_or(0);
+    let (min_ts, max_ts) = ts_range(events);
     let mut payload = format!("{index} {session} {watermark_us} {min_ts} {max_ts}");
     let names: std::collections::BTreeSet<&str> = events.iter().flat_map(readers).collect();
     if names.iter().map(|r| r.len() + 1).sum::<usize>() > READERS_BUDGET {
@@ -104,6 +103,13 @@ pub fn wrote_payload(index: u32, session: i64, watermark_us: i64, events: &[NewE
         }
     }
     payload
+}
+
+/// The lowest and highest timestamp of `events`; both 0 if there are none.
+pub fn ts_range(events: &[NewEvent]) -> (i64, i64) {
+    let min = events.iter().map(|e| e.ts).min().unwrap_or(0);
+    let max = events.iter().map(|e| e.ts).max().unwrap_or(0);
+    (min, max)
 }
 
 /// Parses [`wrote_payload`]; None for anything else.
@@ -198,10 +204,9 @@ impl Store {
     /// a watermark `lead_us` above the highest of any writer's (offline ones too: readers may
     /// have delivered up to a writer's watermark before it went offline, and it may run a few
     /// ms ahead of the clock), the latest event and `now_us`: this writer must never write below
-    /// what readers delivered; the lead is the time other readers have to
-    /// learn of it before their head could pass its first event. First deletes what the index
-    /// wrote past its old watermark (crash recovery). Returns the new watermark, or None if the
-    /// index is taken.
+    /// what readers delivered; the lead is the time other readers have to learn of it before
+    /// their head could pass its first event. First deletes what the index wrote past its old
+    /// watermark (crash recovery). Returns the new watermark, or None if the index is taken.
     pub async fn claim_writer(
         &self,
         index: u32,
