@@ -35,6 +35,7 @@ async fn three_replicas_fail_over_on_sigkill_and_never_two_are_active(backend: B
     };
     let sampler = Sampler::start(cluster.health_addrs(), cluster.store().await);
     let first = cluster.wait_active(None).await;
+    sampler.wait_seen_active(first).await;
 
     cluster.process(first).signal(Signal::SIGKILL).unwrap();
     let killed_at = Instant::now();
@@ -44,10 +45,13 @@ async fn three_replicas_fail_over_on_sigkill_and_never_two_are_active(backend: B
         "{backend:?}: SIGKILL of replica {first} -> replica {second} active after {failover:?}"
     );
 
+    sampler.wait_seen_active(second).await;
+
     // And once more, from the second leader to the last replica standing.
     cluster.process(second).signal(Signal::SIGKILL).unwrap();
     let third = cluster.wait_active(Some(second)).await;
     assert!(![first, second].contains(&third));
+    sampler.wait_seen_active(third).await;
 
     let samples = sampler.finish().await;
     let mut active_epochs: Vec<u64> = samples
@@ -55,10 +59,12 @@ async fn three_replicas_fail_over_on_sigkill_and_never_two_are_active(backend: B
         .filter(|s| s.status == 200)
         .map(|s| s.epoch)
         .collect();
+    active_epochs.sort_unstable();
     active_epochs.dedup();
-    assert!(
-        active_epochs.len() >= 2,
-        "the sampler must see more than one leader: {active_epochs:?}"
+    assert_eq!(
+        active_epochs,
+        [1, 2, 3],
+        "the sampler must see each of the three leaders"
     );
     let epochs = cluster
         .store()

@@ -237,6 +237,20 @@ impl Sampler {
         }
     }
 
+    /// Waits until the sampler itself has seen `replica` answer 200. A caller that saw a replica
+    /// turn active acts at once (kills it, or finishes), and on a loaded machine the sampler's
+    /// own probe of that short term could otherwise still be in flight.
+    pub async fn wait_seen_active(&self, replica: usize) {
+        wait_until("the sampler has seen the replica active", || async {
+            self.samples
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.replica == replica && s.status == 200)
+        })
+        .await;
+    }
+
     /// Stops sampling and asserts the invariants; returns the samples.
     pub async fn finish(self) -> Vec<Sample> {
         self.stop.cancel();
