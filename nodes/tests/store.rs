@@ -55,6 +55,8 @@ both_backends!(
     fenced_writes_only_succeed_for_the_current_epoch,
     members_heartbeats_are_listed,
     migrations_are_idempotent,
+    ledger_writes_of_one_transaction_land_as_written_in_order,
+    mediator_writes_of_one_transaction_land_as_written_in_order,
 );
 
 const LEASE: u64 = 300;
@@ -176,6 +178,167 @@ async fn fenced_writes_only_succeed_for_the_current_epoch(db: TestDb) {
             (1, 2, "b writes".to_string())
         ]
     );
+}
+
+/// The participant's ledger writes, which Postgres gathers until the next other statement or
+/// the commit, end as if each had run at once, in order; a dropped transaction leaves none.
+async fn ledger_writes_of_one_transaction_land_as_written_in_order(db: TestDb) {
+    let mut leader = Leadership::new(db.store.clone(), "p", 0);
+    leader.try_acquire(LEASE).await.unwrap();
+    let fence = Fence {
+        node: "p".into(),
+        replica: 0,
+        epoch: 1,
+    };
+    let s = &db.store;
+    let mut tx = s.begin_fenced(&fence).await.unwrap();
+    for (id, offset) in [("c1", 1), ("c2", 2)] {
+        tx.insert_contract("p", id, "T", "{}", "[]", offset, 0)
+            .await
+            .unwrap();
+    }
+    // The first archive counts.
+    tx.archive_contract("p", "c1", 2).await.unwrap();
+    tx.archive_contract("p", "c1", 3).await.unwrap();
+    tx.insert_update("p", 1, "u1", 10, "{}").await.unwrap();
+    tx.insert_update("p", 2, "u2", 20, "{}").await.unwrap();
+    tx.insert_completion("p", 1, "alice", "{}").await.unwrap();
+    tx.put_pending("p", 10, b"a").await.unwrap();
+    tx.put_pending("p", 10, b"b").await.unwrap();
+    tx.put_pending("p", 11, b"x").await.unwrap();
+    tx.delete_pending("p", 11).await.unwrap();
+    tx.put_dedup("p", "change", "u1", 1, 100).await.unwrap();
+    tx.put_dedup("p", "change", "u2", 2, 200).await.unwrap();
+    // A statement that is not gathered sees the gathered ones: the delete went first.
+    assert!(tx.insert_in_flight("p", "f", "{}").await.unwrap());
+    tx.delete_in_flight("p", "f").await.unwrap();
+    assert!(tx.insert_in_flight("p", "f", "{}").await.unwrap());
+    assert!(!tx.insert_in_flight("p", "f", "{}").await.unwrap());
+    tx.commit().await.unwrap();
+
+    let ids = |rows: Vec<tandem_nodes::store::participant::ContractRow>| -> Vec<String> {
+        rows.into_iter().map(|r| r.0).collect()
+    };
+    assert_eq!(
+        ids(s.participant_contracts("p", None).await.unwrap()),
+        ["c2"]
+    );
+    assert_eq!(
+        ids(s.participant_contracts("p", Some(1)).await.unwrap()),
+        ["c1"]
+    );
+    assert_eq!(
+        ids(s.participant_contracts("p", Some(2)).await.unwrap()),
+        ["c2"],
+        "c1 was archived at offset 2, by the first archive"
+    );
+    let updates = s.participant_updates("p", 0, 10, 10).await.unwrap();
+    assert_eq!(
+        updates.iter().map(|u| u.1.as_str()).collect::<Vec<_>>(),
+        ["u1", "u2"]
+    );
+    assert_eq!(
+        s.participant_completions("p", 0, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        s.participant_pending("p").await.unwrap(),
+        vec![(10, b"b".to_vec())]
+    );
+    assert_eq!(
+        s.participant_dedup("p").await.unwrap(),
+        vec![("change".to_string(), "u2".to_string(), 2, 200)]
+    );
+    assert_eq!(s.participant_in_flight("p").await.unwrap().len(), 1);
+
+    // Dropped without a commit: nothing of it is written.
+    let mut tx = s.begin_fenced(&fence).await.unwrap();
+    tx.insert_contract("p", "c3", "T", "{}", "[]", 3, 0)
+        .await
+        .unwrap();
+    tx.insert_update("p", 3, "u3", 30, "{}").await.unwrap();
+    drop(tx);
+    assert_eq!(
+        ids(s.participant_contracts("p", None).await.unwrap()),
+        ["c2"]
+    );
+    assert_eq!(
+        s.participant_updates("p", 0, 10, 10).await.unwrap().len(),
+        2
+    );
+}
+
+/// The mediator's request writes, gathered on Postgres like the ledger's, end as written in order.
+async fn mediator_writes_of_one_transaction_land_as_written_in_order(db: TestDb) {
+    use tandem_nodes::store::mediator::StoredRequest;
+    let mut leader = Leadership::new(db.store.clone(), "m", 0);
+    leader.try_acquire(LEASE).await.unwrap();
+    let fence = Fence {
+        node: "m".into(),
+        replica: 0,
+        epoch: 1,
+    };
+    let request = |ts: i64, state: &str| StoredRequest {
+        request_ts: ts,
+        submitter: "p1".into(),
+        submission_id: format!("s{ts}"),
+        deadline_us: 100,
+        state: state.into(),
+        aggregation: "{}".into(),
+        verdict: (state != "pending").then(|| vec![1, 2]),
+        verdict_sent: false,
+    };
+    let s = &db.store;
+    let mut tx = s.begin_fenced(&fence).await.unwrap();
+    tx.save_mediator_request("m", &request(1, "pending"))
+        .await
+        .unwrap();
+    tx.save_mediator_request("m", &request(2, "pending"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = s.begin_fenced(&fence).await.unwrap();
+    // 1: decided, then marked sent. 2: marked (a no-op: no verdict yet counts), then saved
+    // decided, which replaces the mark. 3: saved and marked in one go. 4: marked, never saved.
+    tx.save_mediator_request("m", &request(1, "approved"))
+        .await
+        .unwrap();
+    tx.mark_verdict_sent("m", 1).await.unwrap();
+    tx.mark_verdict_sent("m", 2).await.unwrap();
+    tx.save_mediator_request("m", &request(2, "rejected"))
+        .await
+        .unwrap();
+    tx.save_mediator_request("m", &request(3, "approved"))
+        .await
+        .unwrap();
+    tx.mark_verdict_sent("m", 3).await.unwrap();
+    tx.mark_verdict_sent("m", 4).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut rows = s.mediator_requests("m", 10).await.unwrap();
+    rows.sort_by_key(|r| r.request_ts);
+    let got: Vec<(i64, &str, bool)> = rows
+        .iter()
+        .map(|r| (r.request_ts, r.state.as_str(), r.verdict_sent))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "approved", true),
+            (2, "rejected", false),
+            (3, "approved", true)
+        ]
+    );
+    assert_eq!(rows[0].verdict, Some(vec![1, 2]));
+    let open: Vec<i64> = s
+        .mediator_open_requests("m")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.request_ts)
+        .collect();
+    assert_eq!(open, [2]);
 }
 
 async fn members_heartbeats_are_listed(db: TestDb) {

@@ -3,6 +3,8 @@
 
 use super::sql::{execute_tx, fetch};
 use super::{FencedTx, Store, StoreError};
+use sqlx::{PgConnection, Postgres, Transaction};
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRequest {
@@ -75,13 +77,106 @@ impl Store {
     }
 }
 
+/// The mediator's request writes of one fenced Postgres transaction, gathered (see
+/// [`super::fenced::Gathered`]): the last row saved per request, and the requests marked sent
+/// since their last save. The saves go first, so the result is that of the writes in order.
+#[derive(Default)]
+pub struct RequestWrites {
+    node: String,
+    saved: BTreeMap<i64, StoredRequest>,
+    marked: BTreeSet<i64>,
+}
+
+impl RequestWrites {
+    /// Sends the gathered writes, if any, on `tx`.
+    pub(crate) async fn flush(
+        &mut self,
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<(), sqlx::Error> {
+        let conn: &mut PgConnection = tx;
+        let node = self.node.as_str();
+        let saved = std::mem::take(&mut self.saved);
+        if !saved.is_empty() {
+            let rows: Vec<&StoredRequest> = saved.values().collect();
+            sqlx::query(
+                "INSERT INTO mediator_requests (node, request_ts, submitter, submission_id, \
+                   deadline_us, state, aggregation, verdict, verdict_sent) \
+                 SELECT $1::TEXT, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], \
+                   $5::BIGINT[], $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::BOOLEAN[]) \
+                 ON CONFLICT (node, request_ts) DO UPDATE SET state = excluded.state, \
+                   aggregation = excluded.aggregation, verdict = excluded.verdict, \
+                   verdict_sent = excluded.verdict_sent",
+            )
+            .bind(node)
+            .bind(rows.iter().map(|r| r.request_ts).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.submitter.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|r| r.submission_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.deadline_us).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.aggregation.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|r| r.verdict.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.verdict_sent).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        // One key at a time, so each is an index lookup whatever the planner thinks of `ANY`.
+        for request_ts in std::mem::take(&mut self.marked) {
+            sqlx::query(MARK_SENT)
+                .bind(node)
+                .bind(request_ts)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+const MARK_SENT: &str =
+    "UPDATE mediator_requests SET verdict_sent = TRUE WHERE node = $1 AND request_ts = $2";
+
 impl FencedTx {
+    /// Postgres: the gathered request writes for `node`, those of another node sent first.
+    /// SQLite: `None`, and the caller runs its statement.
+    async fn requests(&mut self, node: &str) -> Result<Option<&mut RequestWrites>, StoreError> {
+        let FencedTx::Postgres(tx, gathered) = self else {
+            return Ok(None);
+        };
+        let writes = &mut gathered.requests;
+        if writes.node != node {
+            writes.flush(tx).await?;
+            writes.node = node.to_string();
+        }
+        Ok(Some(writes))
+    }
+
     /// Inserts or replaces a request's row.
     pub async fn save_mediator_request(
         &mut self,
         node: &str,
         r: &StoredRequest,
     ) -> Result<(), StoreError> {
+        if let Some(w) = self.requests(node).await? {
+            // The row replaces whatever was marked before it.
+            w.marked.remove(&r.request_ts);
+            w.saved.insert(r.request_ts, r.clone());
+            return Ok(());
+        }
         execute_tx!(
             self,
             "INSERT INTO mediator_requests \
@@ -108,12 +203,16 @@ impl FencedTx {
         node: &str,
         request_ts: i64,
     ) -> Result<(), StoreError> {
-        execute_tx!(
-            self,
-            "UPDATE mediator_requests SET verdict_sent = TRUE WHERE node = $1 AND request_ts = $2",
-            node,
-            request_ts
-        );
+        if let Some(w) = self.requests(node).await? {
+            match w.saved.get_mut(&request_ts) {
+                Some(row) => row.verdict_sent = true,
+                None => {
+                    w.marked.insert(request_ts);
+                }
+            }
+            return Ok(());
+        }
+        execute_tx!(self, MARK_SENT, node, request_ts);
         Ok(())
     }
 }

@@ -5,6 +5,8 @@
 
 use super::sql::{execute_tx, fetch};
 use super::{FencedTx, Store, StoreError};
+use sqlx::{PgConnection, Postgres, Transaction};
+use std::collections::BTreeMap;
 
 /// A stored contract: `(contract id, template id, contract JSON, created offset, created at)`.
 pub type ContractRow = (String, String, String, i64, i64);
@@ -201,7 +203,208 @@ impl Store {
     }
 }
 
+/// A contract row to insert.
+struct NewContract {
+    id: String,
+    template: String,
+    contract: String,
+    stakeholders: String,
+    created_offset: i64,
+    created_at_us: i64,
+}
+
+/// The participant's ledger writes of one fenced Postgres transaction (contracts created and
+/// archived, updates, completions, deduplication entries, pending requests, in-flight
+/// submissions completed), gathered (see [`super::fenced::Gathered`]).
+///
+/// Within one table the statements run in a fixed order, which gives what the writes in their
+/// own order would have: a pending request or deduplication entry keeps its last write, and a
+/// contract is inserted before it is archived (a contract can only be archived after it was
+/// created, and the first archive counts). SQLite runs each write at once, as before.
+#[derive(Default)]
+pub struct LedgerWrites {
+    node: String,
+    contracts: Vec<NewContract>,
+    /// (contract id, archived offset), the first per contract.
+    archived: Vec<(String, i64)>,
+    /// (offset, update id, record time, body).
+    updates: Vec<(i64, String, i64, String)>,
+    /// (offset, user id, body).
+    completions: Vec<(i64, String, String)>,
+    /// change id → (update id, offset, expires at), the last per change.
+    dedup: BTreeMap<String, (String, i64, i64)>,
+    /// request ts → its body, or `None` once deleted; the last per request.
+    pending: BTreeMap<i64, Option<Vec<u8>>>,
+    in_flight_deleted: Vec<String>,
+}
+
+impl LedgerWrites {
+    /// Sends the gathered writes, if any, on `tx`.
+    pub(crate) async fn flush(
+        &mut self,
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<(), sqlx::Error> {
+        let conn: &mut PgConnection = tx;
+        let node = self.node.as_str();
+        let contracts = std::mem::take(&mut self.contracts);
+        if !contracts.is_empty() {
+            sqlx::query(
+                "INSERT INTO participant_contracts (node, contract_id, template_id, contract, \
+                   stakeholders, created_offset, created_at_us) \
+                 SELECT $1::TEXT, * FROM UNNEST($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+                   $6::BIGINT[], $7::BIGINT[]) \
+                 ON CONFLICT (node, contract_id) DO NOTHING",
+            )
+            .bind(node)
+            .bind(contracts.iter().map(|c| c.id.as_str()).collect::<Vec<_>>())
+            .bind(
+                contracts
+                    .iter()
+                    .map(|c| c.template.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                contracts
+                    .iter()
+                    .map(|c| c.contract.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                contracts
+                    .iter()
+                    .map(|c| c.stakeholders.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                contracts
+                    .iter()
+                    .map(|c| c.created_offset)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                contracts
+                    .iter()
+                    .map(|c| c.created_at_us)
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *conn)
+            .await?;
+        }
+        let archived = std::mem::take(&mut self.archived);
+        if !archived.is_empty() {
+            let (ids, offsets): (Vec<String>, Vec<i64>) = archived.into_iter().unzip();
+            sqlx::query(
+                "UPDATE participant_contracts AS c SET archived_offset = a.archived \
+                 FROM UNNEST($2::TEXT[], $3::BIGINT[]) AS a (contract_id, archived) \
+                 WHERE c.node = $1 AND c.contract_id = a.contract_id \
+                   AND c.archived_offset IS NULL",
+            )
+            .bind(node)
+            .bind(ids)
+            .bind(offsets)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let updates = std::mem::take(&mut self.updates);
+        if !updates.is_empty() {
+            sqlx::query(
+                "INSERT INTO participant_updates (node, ledger_offset, update_id, record_time_us, body) \
+                 SELECT $1::TEXT, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[])",
+            )
+            .bind(node)
+            .bind(updates.iter().map(|u| u.0).collect::<Vec<_>>())
+            .bind(updates.iter().map(|u| u.1.as_str()).collect::<Vec<_>>())
+            .bind(updates.iter().map(|u| u.2).collect::<Vec<_>>())
+            .bind(updates.iter().map(|u| u.3.as_str()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let completions = std::mem::take(&mut self.completions);
+        if !completions.is_empty() {
+            sqlx::query(
+                "INSERT INTO participant_completions (node, completion_offset, user_id, body) \
+                 SELECT $1::TEXT, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[])",
+            )
+            .bind(node)
+            .bind(completions.iter().map(|c| c.0).collect::<Vec<_>>())
+            .bind(completions.iter().map(|c| c.1.as_str()).collect::<Vec<_>>())
+            .bind(completions.iter().map(|c| c.2.as_str()).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let dedup = std::mem::take(&mut self.dedup);
+        if !dedup.is_empty() {
+            sqlx::query(
+                "INSERT INTO participant_dedup (node, change_id, update_id, ledger_offset, expires_at_us) \
+                 SELECT $1::TEXT, * FROM UNNEST($2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[]) \
+                 ON CONFLICT (node, change_id) DO UPDATE SET update_id = excluded.update_id, \
+                   ledger_offset = excluded.ledger_offset, expires_at_us = excluded.expires_at_us",
+            )
+            .bind(node)
+            .bind(dedup.keys().map(String::as_str).collect::<Vec<_>>())
+            .bind(dedup.values().map(|d| d.0.as_str()).collect::<Vec<_>>())
+            .bind(dedup.values().map(|d| d.1).collect::<Vec<_>>())
+            .bind(dedup.values().map(|d| d.2).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let deleted: Vec<i64> = pending
+            .iter()
+            .filter(|(_, body)| body.is_none())
+            .map(|(ts, _)| *ts)
+            .collect();
+        // Deletes go one key at a time: these small tables churn, and with `= ANY($2)` the
+        // planner scans every (dead) index entry of the node instead of looking each key up.
+        for ts in deleted {
+            sqlx::query("DELETE FROM participant_pending WHERE node = $1 AND request_ts = $2")
+                .bind(node)
+                .bind(ts)
+                .execute(&mut *conn)
+                .await?;
+        }
+        let (put_ts, put_bodies): (Vec<i64>, Vec<Vec<u8>>) = pending
+            .into_iter()
+            .filter_map(|(ts, body)| Some((ts, body?)))
+            .unzip();
+        if !put_ts.is_empty() {
+            sqlx::query(
+                "INSERT INTO participant_pending (node, request_ts, body) \
+                 SELECT $1::TEXT, * FROM UNNEST($2::BIGINT[], $3::BYTEA[]) \
+                 ON CONFLICT (node, request_ts) DO UPDATE SET body = excluded.body",
+            )
+            .bind(node)
+            .bind(put_ts)
+            .bind(put_bodies)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for change_id in std::mem::take(&mut self.in_flight_deleted) {
+            sqlx::query("DELETE FROM participant_in_flight WHERE node = $1 AND change_id = $2")
+                .bind(node)
+                .bind(change_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 impl FencedTx {
+    /// Postgres: the gathered ledger writes for `node`, those of another node sent first. SQLite:
+    /// `None`, and the caller runs its statement.
+    async fn ledger(&mut self, node: &str) -> Result<Option<&mut LedgerWrites>, StoreError> {
+        let FencedTx::Postgres(tx, gathered) = self else {
+            return Ok(None);
+        };
+        let writes = &mut gathered.ledger;
+        if writes.node != node {
+            writes.flush(tx).await?;
+            writes.node = node.to_string();
+        }
+        Ok(Some(writes))
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub async fn insert_contract(
         &mut self,
@@ -213,6 +416,17 @@ impl FencedTx {
         created_offset: i64,
         created_at_us: i64,
     ) -> Result<(), StoreError> {
+        if let Some(w) = self.ledger(node).await? {
+            w.contracts.push(NewContract {
+                id: contract_id.to_string(),
+                template: template_id.to_string(),
+                contract: contract.to_string(),
+                stakeholders: stakeholders.to_string(),
+                created_offset,
+                created_at_us,
+            });
+            return Ok(());
+        }
         execute_tx!(
             self,
             "INSERT INTO participant_contracts \
@@ -235,6 +449,13 @@ impl FencedTx {
         contract_id: &str,
         offset: i64,
     ) -> Result<(), StoreError> {
+        if let Some(w) = self.ledger(node).await? {
+            // The first archive of a contract is the one that counts, as in the UPDATE below.
+            if !w.archived.iter().any(|(id, _)| id == contract_id) {
+                w.archived.push((contract_id.to_string(), offset));
+            }
+            return Ok(());
+        }
         execute_tx!(
             self,
             "UPDATE participant_contracts SET archived_offset = $3 \
@@ -254,6 +475,15 @@ impl FencedTx {
         record_time_us: i64,
         body: &str,
     ) -> Result<(), StoreError> {
+        if let Some(w) = self.ledger(node).await? {
+            w.updates.push((
+                offset,
+                update_id.to_string(),
+                record_time_us,
+                body.to_string(),
+            ));
+            return Ok(());
+        }
         execute_tx!(
             self,
             "INSERT INTO participant_updates (node, ledger_offset, update_id, record_time_us, body) \
@@ -274,6 +504,11 @@ impl FencedTx {
         user_id: &str,
         body: &str,
     ) -> Result<(), StoreError> {
+        if let Some(w) = self.ledger(node).await? {
+            w.completions
+                .push((offset, user_id.to_string(), body.to_string()));
+            return Ok(());
+        }
         execute_tx!(
             self,
             "INSERT INTO participant_completions (node, completion_offset, user_id, body) \
@@ -294,6 +529,13 @@ impl FencedTx {
         offset: i64,
         expires_at_us: i64,
     ) -> Result<(), StoreError> {
+        if let Some(w) = self.ledger(node).await? {
+            w.dedup.insert(
+                change_id.to_string(),
+                (update_id.to_string(), offset, expires_at_us),
+            );
+            return Ok(());
+        }
         execute_tx!(
             self,
             "INSERT INTO participant_dedup (node, change_id, update_id, ledger_offset, expires_at_us) \
@@ -332,6 +574,10 @@ impl FencedTx {
         node: &str,
         change_id: &str,
     ) -> Result<(), StoreError> {
+        if let Some(w) = self.ledger(node).await? {
+            w.in_flight_deleted.push(change_id.to_string());
+            return Ok(());
+        }
         execute_tx!(
             self,
             "DELETE FROM participant_in_flight WHERE node = $1 AND change_id = $2",
@@ -347,6 +593,10 @@ impl FencedTx {
         request_ts: i64,
         body: &[u8],
     ) -> Result<(), StoreError> {
+        if let Some(w) = self.ledger(node).await? {
+            w.pending.insert(request_ts, Some(body.to_vec()));
+            return Ok(());
+        }
         execute_tx!(
             self,
             "INSERT INTO participant_pending (node, request_ts, body) VALUES ($1, $2, $3) \
@@ -359,6 +609,10 @@ impl FencedTx {
     }
 
     pub async fn delete_pending(&mut self, node: &str, request_ts: i64) -> Result<(), StoreError> {
+        if let Some(w) = self.ledger(node).await? {
+            w.pending.insert(request_ts, None);
+            return Ok(());
+        }
         execute_tx!(
             self,
             "DELETE FROM participant_pending WHERE node = $1 AND request_ts = $2",

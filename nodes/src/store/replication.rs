@@ -475,7 +475,7 @@ impl Store {
                     .await?;
                 t.commit().await?;
             }
-            super::FencedTx::Postgres(mut t) => {
+            super::FencedTx::Postgres(mut t, _) => {
                 let sql = format!(
                     "INSERT INTO replica_events (node, replica, epoch, event, at_ms) \
                      VALUES ($1, $2, $3, $4, {PG_NOW_MS})"

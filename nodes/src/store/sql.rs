@@ -16,14 +16,17 @@ macro_rules! execute {
     };
 }
 
-/// Executes a statement inside a fenced transaction; evaluates to the rows affected.
+/// Executes a statement inside a fenced transaction, after the ledger writes gathered so far;
+/// evaluates to the rows affected.
 macro_rules! execute_tx {
     ($tx:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
         match $tx {
             $crate::store::FencedTx::Sqlite(tx, _) => {
                 sqlx::query($sql)$(.bind($arg))*.execute(&mut **tx).await?.rows_affected()
             }
-            $crate::store::FencedTx::Postgres(tx) => {
+            $crate::store::FencedTx::Postgres(tx, writes) => {
+                // Gathered writes go first, so every statement sees them.
+                writes.flush(tx).await?;
                 sqlx::query($sql)$(.bind($arg))*.execute(&mut **tx).await?.rows_affected()
             }
         }
