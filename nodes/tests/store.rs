@@ -200,6 +200,11 @@ async fn ledger_writes_of_one_transaction_land_as_written_in_order(db: TestDb) {
     // The first archive counts.
     tx.archive_contract("p", "c1", 2).await.unwrap();
     tx.archive_contract("p", "c1", 3).await.unwrap();
+    // Archiving a contract not yet inserted changes nothing; the insert after it stands.
+    tx.archive_contract("p", "c0", 2).await.unwrap();
+    tx.insert_contract("p", "c0", "T", "{}", "[]", 2, 0)
+        .await
+        .unwrap();
     tx.insert_update("p", 1, "u1", 10, "{}").await.unwrap();
     tx.insert_update("p", 2, "u2", 20, "{}").await.unwrap();
     tx.insert_completion("p", 1, "alice", "{}").await.unwrap();
@@ -221,7 +226,7 @@ async fn ledger_writes_of_one_transaction_land_as_written_in_order(db: TestDb) {
     };
     assert_eq!(
         ids(s.participant_contracts("p", None).await.unwrap()),
-        ["c2"]
+        ["c0", "c2"]
     );
     assert_eq!(
         ids(s.participant_contracts("p", Some(1)).await.unwrap()),
@@ -229,7 +234,7 @@ async fn ledger_writes_of_one_transaction_land_as_written_in_order(db: TestDb) {
     );
     assert_eq!(
         ids(s.participant_contracts("p", Some(2)).await.unwrap()),
-        ["c2"],
+        ["c0", "c2"],
         "c1 was archived at offset 2, by the first archive"
     );
     let updates = s.participant_updates("p", 0, 10, 10).await.unwrap();
@@ -260,7 +265,7 @@ async fn ledger_writes_of_one_transaction_land_as_written_in_order(db: TestDb) {
     drop(tx);
     assert_eq!(
         ids(s.participant_contracts("p", None).await.unwrap()),
-        ["c2"]
+        ["c0", "c2"]
     );
     assert_eq!(
         s.participant_updates("p", 0, 10, 10).await.unwrap().len(),
@@ -314,20 +319,33 @@ async fn mediator_writes_of_one_transaction_land_as_written_in_order(db: TestDb)
         .unwrap();
     tx.mark_verdict_sent("m", 3).await.unwrap();
     tx.mark_verdict_sent("m", 4).await.unwrap();
+    // 5: saved twice; the upsert keeps the submitter of the first.
+    tx.save_mediator_request("m", &request(5, "pending"))
+        .await
+        .unwrap();
+    let again = StoredRequest {
+        submitter: "p2".into(),
+        ..request(5, "approved")
+    };
+    tx.save_mediator_request("m", &again).await.unwrap();
     tx.commit().await.unwrap();
 
     let mut rows = s.mediator_requests("m", 10).await.unwrap();
     rows.sort_by_key(|r| r.request_ts);
-    let got: Vec<(i64, &str, bool)> = rows
+    let got: Vec<(i64, &str, bool, &str)> = rows
         .iter()
-        .map(|r| (r.request_ts, r.state.as_str(), r.verdict_sent))
+        .map(|r| {
+            let (ts, state) = (r.request_ts, r.state.as_str());
+            (ts, state, r.verdict_sent, r.submitter.as_str())
+        })
         .collect();
     assert_eq!(
         got,
         [
-            (1, "approved", true),
-            (2, "rejected", false),
-            (3, "approved", true)
+            (1, "approved", true, "p1"),
+            (2, "rejected", false, "p1"),
+            (3, "approved", true, "p1"),
+            (5, "approved", false, "p1")
         ]
     );
     assert_eq!(rows[0].verdict, Some(vec![1, 2]));
@@ -338,7 +356,7 @@ async fn mediator_writes_of_one_transaction_land_as_written_in_order(db: TestDb)
         .iter()
         .map(|r| r.request_ts)
         .collect();
-    assert_eq!(open, [2]);
+    assert_eq!(open, [2, 5]);
 }
 
 async fn members_heartbeats_are_listed(db: TestDb) {

@@ -317,6 +317,10 @@ impl Mediator {
                 }
             }
         }
+        // The decided rows are written (and locked) before their verdicts go out: a verdict the
+        // sequencer already has is marked sent in a transaction of its own (`VerdictMarks`),
+        // which must find the row and wait for this one, not be overwritten by it.
+        db.flush().await?;
         for p in decided {
             if let Some(payload) = p.row.verdict.clone() {
                 let _ = out.send(outgoing(&p, payload));

@@ -46,6 +46,16 @@ impl Gathered {
 }
 
 impl FencedTx {
+    /// Sends the writes gathered so far (Postgres), as the next statement would: for a caller
+    /// that must have them in the database, holding their row locks, before it acts outside
+    /// the transaction.
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        if let FencedTx::Postgres(tx, writes) = self {
+            writes.flush(tx).await?;
+        }
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             FencedTx::Sqlite(tx, _turn) => tx.commit().await?,

@@ -172,9 +172,16 @@ impl FencedTx {
         r: &StoredRequest,
     ) -> Result<(), StoreError> {
         if let Some(w) = self.requests(node).await? {
-            // The row replaces whatever was marked before it.
+            // The row replaces whatever was marked before it. The upsert leaves the submitter,
+            // submission id and deadline as the first write gave them.
             w.marked.remove(&r.request_ts);
-            w.saved.insert(r.request_ts, r.clone());
+            let mut row = r.clone();
+            if let Some(first) = w.saved.remove(&r.request_ts) {
+                row.submitter = first.submitter;
+                row.submission_id = first.submission_id;
+                row.deadline_us = first.deadline_us;
+            }
+            w.saved.insert(r.request_ts, row);
             return Ok(());
         }
         execute_tx!(

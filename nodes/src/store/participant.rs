@@ -218,9 +218,10 @@ struct NewContract {
 /// submissions completed), gathered (see [`super::fenced::Gathered`]).
 ///
 /// Within one table the statements run in a fixed order, which gives what the writes in their
-/// own order would have: a pending request or deduplication entry keeps its last write, and a
-/// contract is inserted before it is archived (a contract can only be archived after it was
-/// created, and the first archive counts). SQLite runs each write at once, as before.
+/// own order would have: a pending request or deduplication entry keeps its last write, a
+/// contract is inserted before it is archived and the first archive counts (an insert after an
+/// archive of the same contract sends what was gathered first). SQLite runs each write at once,
+/// as before.
 #[derive(Default)]
 pub struct LedgerWrites {
     node: String,
@@ -416,6 +417,17 @@ impl FencedTx {
         created_offset: i64,
         created_at_us: i64,
     ) -> Result<(), StoreError> {
+        if let FencedTx::Postgres(tx, gathered) = self {
+            // Archived before it was inserted (a no-op then): the insert must come after.
+            if gathered
+                .ledger
+                .archived
+                .iter()
+                .any(|(id, _)| id == contract_id)
+            {
+                gathered.flush(tx).await?;
+            }
+        }
         if let Some(w) = self.ledger(node).await? {
             w.contracts.push(NewContract {
                 id: contract_id.to_string(),
