@@ -180,16 +180,22 @@ async fn fenced_writes_only_succeed_for_the_current_epoch(db: TestDb) {
     );
 }
 
-/// The participant's ledger writes, which Postgres gathers until the next other statement or
-/// the commit, end as if each had run at once, in order; a dropped transaction leaves none.
-async fn ledger_writes_of_one_transaction_land_as_written_in_order(db: TestDb) {
-    let mut leader = Leadership::new(db.store.clone(), "p", 0);
+/// Makes replica 0 the leader of `node`, epoch 1; returns its leadership and fence.
+async fn lead(store: &Store, node: &str) -> (Leadership, Fence) {
+    let mut leader = Leadership::new(store.clone(), node, 0);
     leader.try_acquire(LEASE).await.unwrap();
     let fence = Fence {
-        node: "p".into(),
+        node: node.into(),
         replica: 0,
         epoch: 1,
     };
+    (leader, fence)
+}
+
+/// The participant's ledger writes, which Postgres gathers until the next other statement or
+/// the commit, end as if each had run at once, in order; a dropped transaction leaves none.
+async fn ledger_writes_of_one_transaction_land_as_written_in_order(db: TestDb) {
+    let (_leader, fence) = lead(&db.store, "p").await;
     let s = &db.store;
     let mut tx = s.begin_fenced(&fence).await.unwrap();
     for (id, offset) in [("c1", 1), ("c2", 2)] {
@@ -276,13 +282,7 @@ async fn ledger_writes_of_one_transaction_land_as_written_in_order(db: TestDb) {
 /// The mediator's request writes, gathered on Postgres like the ledger's, end as written in order.
 async fn mediator_writes_of_one_transaction_land_as_written_in_order(db: TestDb) {
     use tandem_nodes::store::mediator::StoredRequest;
-    let mut leader = Leadership::new(db.store.clone(), "m", 0);
-    leader.try_acquire(LEASE).await.unwrap();
-    let fence = Fence {
-        node: "m".into(),
-        replica: 0,
-        epoch: 1,
-    };
+    let (_leader, fence) = lead(&db.store, "m").await;
     let request = |ts: i64, state: &str| StoredRequest {
         request_ts: ts,
         submitter: "p1".into(),

@@ -31,6 +31,8 @@ pub enum FencedTx {
 /// statement of the transaction and before its commit, so every statement sees them.
 #[derive(Default)]
 pub struct Gathered {
+    /// The node the writes are for.
+    node: String,
     pub(crate) ledger: LedgerWrites,
     pub(crate) requests: RequestWrites,
 }
@@ -40,9 +42,14 @@ impl Gathered {
         &mut self,
         tx: &mut Transaction<'static, Postgres>,
     ) -> Result<(), sqlx::Error> {
-        self.ledger.flush(tx).await?;
-        self.requests.flush(tx).await
+        self.ledger.flush(tx, &self.node).await?;
+        self.requests.flush(tx, &self.node).await
     }
+}
+
+/// A column of `rows` as an array to bind to an `UNNEST` parameter.
+pub(crate) fn column<'a, T, U>(rows: &'a [T], field: impl FnMut(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(field).collect()
 }
 
 impl FencedTx {
@@ -54,6 +61,22 @@ impl FencedTx {
             writes.flush(tx).await?;
         }
         Ok(())
+    }
+
+    /// Postgres: the writes gathered for `node`, those for another node sent first. SQLite:
+    /// `None`, and the caller runs its statement at once.
+    pub(crate) async fn gathered(
+        &mut self,
+        node: &str,
+    ) -> Result<Option<&mut Gathered>, StoreError> {
+        let FencedTx::Postgres(tx, gathered) = self else {
+            return Ok(None);
+        };
+        if gathered.node != node {
+            gathered.flush(tx).await?;
+            gathered.node = node.to_string();
+        }
+        Ok(Some(gathered))
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {

@@ -1,6 +1,7 @@
 //! The mediator's confirmation requests (design.md §5.2): each with its aggregation so far and,
 //! once decided, its verdict. Pending requests are here so a newly active replica resumes them.
 
+use super::fenced::column;
 use super::sql::{execute_tx, fetch};
 use super::{FencedTx, Store, StoreError};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -82,22 +83,20 @@ impl Store {
 /// since their last save. The saves go first, so the result is that of the writes in order.
 #[derive(Default)]
 pub struct RequestWrites {
-    node: String,
     saved: BTreeMap<i64, StoredRequest>,
     marked: BTreeSet<i64>,
 }
 
 impl RequestWrites {
-    /// Sends the gathered writes, if any, on `tx`.
+    /// Sends the gathered writes for `node`, if any, on `tx`.
     pub(crate) async fn flush(
         &mut self,
         tx: &mut Transaction<'static, Postgres>,
+        node: &str,
     ) -> Result<(), sqlx::Error> {
         let conn: &mut PgConnection = tx;
-        let node = self.node.as_str();
-        let saved = std::mem::take(&mut self.saved);
-        if !saved.is_empty() {
-            let rows: Vec<&StoredRequest> = saved.values().collect();
+        let rows: Vec<StoredRequest> = std::mem::take(&mut self.saved).into_values().collect();
+        if !rows.is_empty() {
             sqlx::query(
                 "INSERT INTO mediator_requests (node, request_ts, submitter, submission_id, \
                    deadline_us, state, aggregation, verdict, verdict_sent) \
@@ -108,30 +107,14 @@ impl RequestWrites {
                    verdict_sent = excluded.verdict_sent",
             )
             .bind(node)
-            .bind(rows.iter().map(|r| r.request_ts).collect::<Vec<_>>())
-            .bind(
-                rows.iter()
-                    .map(|r| r.submitter.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| r.submission_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(rows.iter().map(|r| r.deadline_us).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
-            .bind(
-                rows.iter()
-                    .map(|r| r.aggregation.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|r| r.verdict.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(rows.iter().map(|r| r.verdict_sent).collect::<Vec<_>>())
+            .bind(column(&rows, |r| r.request_ts))
+            .bind(column(&rows, |r| r.submitter.as_str()))
+            .bind(column(&rows, |r| r.submission_id.as_str()))
+            .bind(column(&rows, |r| r.deadline_us))
+            .bind(column(&rows, |r| r.state.as_str()))
+            .bind(column(&rows, |r| r.aggregation.as_str()))
+            .bind(column(&rows, |r| r.verdict.as_deref()))
+            .bind(column(&rows, |r| r.verdict_sent))
             .execute(&mut *conn)
             .await?;
         }
@@ -151,18 +134,9 @@ const MARK_SENT: &str =
     "UPDATE mediator_requests SET verdict_sent = TRUE WHERE node = $1 AND request_ts = $2";
 
 impl FencedTx {
-    /// Postgres: the gathered request writes for `node`, those of another node sent first.
-    /// SQLite: `None`, and the caller runs its statement.
+    /// Postgres: the request writes gathered for `node`; see [`FencedTx::gathered`].
     async fn requests(&mut self, node: &str) -> Result<Option<&mut RequestWrites>, StoreError> {
-        let FencedTx::Postgres(tx, gathered) = self else {
-            return Ok(None);
-        };
-        let writes = &mut gathered.requests;
-        if writes.node != node {
-            writes.flush(tx).await?;
-            writes.node = node.to_string();
-        }
-        Ok(Some(writes))
+        Ok(self.gathered(node).await?.map(|g| &mut g.requests))
     }
 
     /// Inserts or replaces a request's row.

@@ -3,6 +3,7 @@
 //! pending confirmation requests, and what the Ledger API manages. Bodies are JSON the
 //! participant module owns; this module only stores and selects them.
 
+use super::fenced::column;
 use super::sql::{execute_tx, fetch};
 use super::{FencedTx, Store, StoreError};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -224,7 +225,6 @@ struct NewContract {
 /// as before.
 #[derive(Default)]
 pub struct LedgerWrites {
-    node: String,
     contracts: Vec<NewContract>,
     /// (contract id, archived offset), the first per contract.
     archived: Vec<(String, i64)>,
@@ -240,13 +240,13 @@ pub struct LedgerWrites {
 }
 
 impl LedgerWrites {
-    /// Sends the gathered writes, if any, on `tx`.
+    /// Sends the gathered writes for `node`, if any, on `tx`.
     pub(crate) async fn flush(
         &mut self,
         tx: &mut Transaction<'static, Postgres>,
+        node: &str,
     ) -> Result<(), sqlx::Error> {
         let conn: &mut PgConnection = tx;
-        let node = self.node.as_str();
         let contracts = std::mem::take(&mut self.contracts);
         if !contracts.is_empty() {
             sqlx::query(
@@ -257,37 +257,12 @@ impl LedgerWrites {
                  ON CONFLICT (node, contract_id) DO NOTHING",
             )
             .bind(node)
-            .bind(contracts.iter().map(|c| c.id.as_str()).collect::<Vec<_>>())
-            .bind(
-                contracts
-                    .iter()
-                    .map(|c| c.template.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contracts
-                    .iter()
-                    .map(|c| c.contract.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contracts
-                    .iter()
-                    .map(|c| c.stakeholders.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contracts
-                    .iter()
-                    .map(|c| c.created_offset)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contracts
-                    .iter()
-                    .map(|c| c.created_at_us)
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(&contracts, |c| c.id.as_str()))
+            .bind(column(&contracts, |c| c.template.as_str()))
+            .bind(column(&contracts, |c| c.contract.as_str()))
+            .bind(column(&contracts, |c| c.stakeholders.as_str()))
+            .bind(column(&contracts, |c| c.created_offset))
+            .bind(column(&contracts, |c| c.created_at_us))
             .execute(&mut *conn)
             .await?;
         }
@@ -313,10 +288,10 @@ impl LedgerWrites {
                  SELECT $1::TEXT, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[])",
             )
             .bind(node)
-            .bind(updates.iter().map(|u| u.0).collect::<Vec<_>>())
-            .bind(updates.iter().map(|u| u.1.as_str()).collect::<Vec<_>>())
-            .bind(updates.iter().map(|u| u.2).collect::<Vec<_>>())
-            .bind(updates.iter().map(|u| u.3.as_str()).collect::<Vec<_>>())
+            .bind(column(&updates, |u| u.0))
+            .bind(column(&updates, |u| u.1.as_str()))
+            .bind(column(&updates, |u| u.2))
+            .bind(column(&updates, |u| u.3.as_str()))
             .execute(&mut *conn)
             .await?;
         }
@@ -327,13 +302,13 @@ impl LedgerWrites {
                  SELECT $1::TEXT, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[])",
             )
             .bind(node)
-            .bind(completions.iter().map(|c| c.0).collect::<Vec<_>>())
-            .bind(completions.iter().map(|c| c.1.as_str()).collect::<Vec<_>>())
-            .bind(completions.iter().map(|c| c.2.as_str()).collect::<Vec<_>>())
+            .bind(column(&completions, |c| c.0))
+            .bind(column(&completions, |c| c.1.as_str()))
+            .bind(column(&completions, |c| c.2.as_str()))
             .execute(&mut *conn)
             .await?;
         }
-        let dedup = std::mem::take(&mut self.dedup);
+        let dedup: Vec<_> = std::mem::take(&mut self.dedup).into_iter().collect();
         if !dedup.is_empty() {
             sqlx::query(
                 "INSERT INTO participant_dedup (node, change_id, update_id, ledger_offset, expires_at_us) \
@@ -342,10 +317,10 @@ impl LedgerWrites {
                    ledger_offset = excluded.ledger_offset, expires_at_us = excluded.expires_at_us",
             )
             .bind(node)
-            .bind(dedup.keys().map(String::as_str).collect::<Vec<_>>())
-            .bind(dedup.values().map(|d| d.0.as_str()).collect::<Vec<_>>())
-            .bind(dedup.values().map(|d| d.1).collect::<Vec<_>>())
-            .bind(dedup.values().map(|d| d.2).collect::<Vec<_>>())
+            .bind(column(&dedup, |(change, _)| change.as_str()))
+            .bind(column(&dedup, |(_, d)| d.0.as_str()))
+            .bind(column(&dedup, |(_, d)| d.1))
+            .bind(column(&dedup, |(_, d)| d.2))
             .execute(&mut *conn)
             .await?;
         }
@@ -392,18 +367,9 @@ impl LedgerWrites {
 }
 
 impl FencedTx {
-    /// Postgres: the gathered ledger writes for `node`, those of another node sent first. SQLite:
-    /// `None`, and the caller runs its statement.
+    /// Postgres: the ledger writes gathered for `node`; see [`FencedTx::gathered`].
     async fn ledger(&mut self, node: &str) -> Result<Option<&mut LedgerWrites>, StoreError> {
-        let FencedTx::Postgres(tx, gathered) = self else {
-            return Ok(None);
-        };
-        let writes = &mut gathered.ledger;
-        if writes.node != node {
-            writes.flush(tx).await?;
-            writes.node = node.to_string();
-        }
-        Ok(Some(writes))
+        Ok(self.gathered(node).await?.map(|g| &mut g.ledger))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -417,16 +383,13 @@ impl FencedTx {
         created_offset: i64,
         created_at_us: i64,
     ) -> Result<(), StoreError> {
-        if let FencedTx::Postgres(tx, gathered) = self {
-            // Archived before it was inserted (a no-op then): the insert must come after.
-            if gathered
-                .ledger
-                .archived
-                .iter()
-                .any(|(id, _)| id == contract_id)
-            {
-                gathered.flush(tx).await?;
-            }
+        // Archived before it was inserted (a no-op then): the insert must come after.
+        if self
+            .ledger(node)
+            .await?
+            .is_some_and(|w| w.archived.iter().any(|(id, _)| id == contract_id))
+        {
+            self.flush().await?;
         }
         if let Some(w) = self.ledger(node).await? {
             w.contracts.push(NewContract {

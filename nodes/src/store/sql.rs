@@ -16,7 +16,7 @@ macro_rules! execute {
     };
 }
 
-/// Executes a statement inside a fenced transaction, after the ledger writes gathered so far;
+/// Executes a statement inside a fenced transaction, after the writes gathered so far;
 /// evaluates to the rows affected.
 macro_rules! execute_tx {
     ($tx:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
