@@ -14,6 +14,11 @@
 //! On both backends a successor waits until the previous lease has run out (or was released):
 //! a leader whose session was cut may not know it yet and keeps answering as active until its
 //! own copy of the lease expires, so taking over earlier would make two actives.
+//!
+//! On SQLite the leadership writes (acquire, renew, release, heartbeat) queue for the process's
+//! write turn with the node's other writes. Left to SQLite's sleeping busy handler, a renewal
+//! lost every race for the lock to a stream of write transactions and a busy leader's lease
+//! ran out (a renewal took 1.4 s in `a_busy_leader_renews_its_lease_in_time`).
 
 use super::{Db, Fence, Store, StoreError, PG_NOW_MS, SQLITE_NOW_MS};
 use sqlx::postgres::PgConnection;
@@ -121,12 +126,14 @@ impl Leadership {
                      RETURNING epoch",
                     now = SQLITE_NOW_MS
                 );
+                let turn = self.store.write_turn().await;
                 let epoch: Option<i64> = sqlx::query_scalar(&sql)
                     .bind(&self.node)
                     .bind(i64::from(self.replica))
                     .bind(to_i64(lease_ms))
                     .fetch_optional(&pool)
                     .await?;
+                drop(turn);
                 match epoch {
                     Some(epoch) => Ok(Acquire::Acquired {
                         epoch: to_u64(epoch),
@@ -251,6 +258,7 @@ impl Leadership {
                     "UPDATE replica_leader SET lease_expires_at_ms = {SQLITE_NOW_MS} + ?1 \
                      WHERE node = ?2 AND holder = ?3 AND epoch = ?4"
                 );
+                let _turn = self.store.write_turn().await;
                 sqlx::query(&sql)
                     .bind(to_i64(lease_ms))
                     .bind(&node)
@@ -302,6 +310,7 @@ impl Leadership {
         let replica = i64::from(self.replica);
         match self.store.db().clone() {
             Db::Sqlite(pool) => {
+                let _turn = self.store.write_turn().await;
                 sqlx::query(
                     "UPDATE replica_leader SET lease_expires_at_ms = 0 \
                      WHERE node = ?1 AND holder = ?2 AND epoch = ?3",
@@ -411,6 +420,7 @@ impl Store {
         }
         match self.db() {
             Db::Sqlite(pool) => {
+                let _turn = self.write_turn().await;
                 bind_all!(sqlx::query(&sql)).execute(pool).await?;
             }
             Db::Postgres { pool, .. } => {

@@ -2,11 +2,13 @@
 //! placeholders, which SQLite accepts too): one statement, run on the pool or inside a fenced
 //! transaction, without writing every call twice.
 
-/// Executes a statement on the store's pool; evaluates to the rows affected.
+/// Executes a statement on the store's pool (on SQLite in this process's write turn); evaluates
+/// to the rows affected.
 macro_rules! execute {
     ($store:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
         match $store.db() {
             $crate::store::Db::Sqlite(p) => {
+                let _turn = $store.write_turn().await;
                 sqlx::query($sql)$(.bind($arg))*.execute(p).await?.rows_affected()
             }
             $crate::store::Db::Postgres { pool, .. } => {
