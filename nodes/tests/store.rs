@@ -58,6 +58,7 @@ both_backends!(
     ledger_writes_of_one_transaction_land_as_written_in_order,
     mediator_writes_of_one_transaction_land_as_written_in_order,
     a_busy_leader_renews_its_lease_in_time,
+    in_flight_submissions_are_persisted_once_and_only_by_the_leader,
 );
 
 const LEASE: u64 = 300;
@@ -223,6 +224,42 @@ async fn a_busy_leader_renews_its_lease_in_time(db: TestDb) {
         slowest < Duration::from_millis(LEASE / 2),
         "a renewal took {slowest:?} while {written} events were written"
     );
+}
+
+/// A submission's in-flight row (one statement on Postgres) lands once, committed, and only
+/// for the writer that holds the current epoch.
+async fn in_flight_submissions_are_persisted_once_and_only_by_the_leader(db: TestDb) {
+    let s = &db.store;
+    let stale = Fence {
+        node: "p".into(),
+        replica: 1,
+        epoch: 1,
+    };
+    let err = s
+        .persist_in_flight(&stale, "early", "{}")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    let (mut leader, fence) = lead(s, "p").await;
+    assert!(s
+        .persist_in_flight(&fence, "c1", "{\"n\":1}")
+        .await
+        .unwrap());
+    assert!(!s
+        .persist_in_flight(&fence, "c1", "{\"n\":2}")
+        .await
+        .unwrap());
+    // Replica 1 takes over once replica 0 lets go; replica 0's fence no longer holds.
+    leader.release(1).await.unwrap();
+    let mut next = Leadership::new(s.clone(), "p", 1);
+    assert_eq!(
+        next.try_acquire(LEASE).await.unwrap(),
+        Acquire::Acquired { epoch: 2 }
+    );
+    let err = s.persist_in_flight(&fence, "c2", "{}").await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    let rows = s.participant_in_flight("p").await.unwrap();
+    assert_eq!(rows, [("c1".to_string(), "{\"n\":1}".to_string(), None)]);
 }
 
 /// Makes replica 0 the leader of `node`, epoch 1; returns its leadership and fence.

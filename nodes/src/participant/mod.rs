@@ -587,15 +587,11 @@ impl Participant {
     }
 
     async fn persist_in_flight(&self, fence: &Fence, in_flight: &InFlight) -> Result<(), Status> {
-        let mut db = self
+        let body = serde_json::to_string(in_flight).unwrap_or_default();
+        if !self
             .0
             .store
-            .begin_fenced(fence)
-            .await
-            .map_err(unavailable)?;
-        let body = serde_json::to_string(in_flight).unwrap_or_default();
-        if !db
-            .insert_in_flight(&self.0.node, &in_flight.change_id, &body)
+            .persist_in_flight(fence, &in_flight.change_id, &body)
             .await
             .map_err(unavailable)?
         {
@@ -605,7 +601,7 @@ impl Participant {
                 format!("command {} is being processed", in_flight.command_id),
             ));
         }
-        db.commit().await.map_err(unavailable)
+        Ok(())
     }
 
     /// After an event's transaction committed: record the phases, wake the waiters. (The
