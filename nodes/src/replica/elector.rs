@@ -105,10 +105,21 @@ impl Elector {
             admin_address: self.addresses.admin.clone(),
             last_seen_ms_ago: 0,
         };
-        if let Err(e) = self.store.heartbeat_member(&self.id.node, &member).await {
-            self.metrics.database_errors.inc();
-            tracing::debug!(replica = %self.id, error = %e, "heartbeat failed");
-        }
+        // Never at the renewal's expense: a leader drops a heartbeat that cannot land within a
+        // renewal interval (on SQLite it queues for the write turn). A standby has no lease to
+        // keep and waits up to a lease, so a busy leader does not hide it from a handover.
+        let limit = match self.current_epoch() {
+            Some(_) => Self::ms(self.cfg.renew_interval_ms),
+            None => Self::ms(self.cfg.lease_ms),
+        };
+        let beat = self.store.heartbeat_member(&self.id.node, &member);
+        let error = match tokio::time::timeout(limit, beat).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within a renewal interval".to_string(),
+        };
+        self.metrics.database_errors.inc();
+        tracing::debug!(replica = %self.id, error, "heartbeat failed");
     }
 
     async fn try_acquire(&mut self) {
