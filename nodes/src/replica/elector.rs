@@ -116,7 +116,7 @@ impl Elector {
         let error = match tokio::time::timeout(limit, beat).await {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer within a renewal interval".to_string(),
+            Err(_) => format!("no answer within {} ms", limit.as_millis()),
         };
         self.metrics.database_errors.inc();
         tracing::debug!(replica = %self.id, error, "heartbeat failed");

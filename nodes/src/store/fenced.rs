@@ -16,6 +16,34 @@ pub struct Fence {
     pub epoch: u64,
 }
 
+impl Fence {
+    /// The error of a write this fence no longer admits.
+    pub(crate) fn refused(&self) -> StoreError {
+        StoreError::Fenced {
+            node: self.node.clone(),
+            replica: self.replica,
+            epoch: self.epoch,
+        }
+    }
+
+    /// The epoch as bound to a `BIGINT` parameter.
+    pub(crate) fn epoch_param(&self) -> i64 {
+        i64::try_from(self.epoch).unwrap_or(i64::MAX)
+    }
+}
+
+/// The Postgres fence check (`$1` node, `$2` replica, `$3` epoch): a row only while the writer
+/// holds the epoch, locked `FOR KEY SHARE` so a takeover (which raises the epoch, a key column)
+/// waits for the writer's commit while a lease renewal does not. A macro so statements can
+/// embed it with `concat!`.
+macro_rules! pg_fence_check {
+    () => {
+        "SELECT epoch FROM replica_leader \
+         WHERE node = $1 AND holder = $2 AND epoch = $3 FOR KEY SHARE"
+    };
+}
+pub(crate) use pg_fence_check;
+
 /// An open write transaction whose fence was checked. Store modules run their statements on it
 /// and commit; dropping it rolls back.
 pub enum FencedTx {
@@ -100,12 +128,7 @@ impl super::Store {
     /// unique index on `(node, epoch)`) wait until this commits, and every later transaction sees
     /// the new epoch; a lease renewal changes no key column and does not wait.
     pub async fn begin_fenced(&self, fence: &Fence) -> Result<FencedTx, StoreError> {
-        let epoch = i64::try_from(fence.epoch).unwrap_or(i64::MAX);
-        let fenced = || StoreError::Fenced {
-            node: fence.node.clone(),
-            replica: fence.replica,
-            epoch: fence.epoch,
-        };
+        let epoch = fence.epoch_param();
         match self.db() {
             Db::Sqlite(pool) => {
                 let turn = self.write_turn().await;
@@ -121,23 +144,20 @@ impl super::Store {
                 .await?
                 .rows_affected();
                 if rows != 1 {
-                    return Err(fenced());
+                    return Err(fence.refused());
                 }
                 Ok(FencedTx::Sqlite(tx, turn))
             }
             Db::Postgres { pool, .. } => {
                 let mut tx = pool.begin().await?;
-                let row: Option<i64> = sqlx::query_scalar(
-                    "SELECT epoch FROM replica_leader \
-                     WHERE node = $1 AND holder = $2 AND epoch = $3 FOR KEY SHARE",
-                )
-                .bind(&fence.node)
-                .bind(i64::from(fence.replica))
-                .bind(epoch)
-                .fetch_optional(&mut *tx)
-                .await?;
+                let row: Option<i64> = sqlx::query_scalar(pg_fence_check!())
+                    .bind(&fence.node)
+                    .bind(i64::from(fence.replica))
+                    .bind(epoch)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 if row.is_none() {
-                    return Err(fenced());
+                    return Err(fence.refused());
                 }
                 Ok(FencedTx::Postgres(tx, Box::default()))
             }

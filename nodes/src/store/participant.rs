@@ -3,7 +3,7 @@
 //! pending confirmation requests, and what the Ledger API manages. Bodies are JSON the
 //! participant module owns; this module only stores and selects them.
 
-use super::fenced::column;
+use super::fenced::{column, pg_fence_check};
 use super::sql::{execute_tx, fetch};
 use super::{Db, Fence, FencedTx, Store, StoreError};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -219,27 +219,23 @@ impl Store {
             db.commit().await?;
             return Ok(inserted);
         };
-        let (fenced_in, inserted): (bool, bool) = sqlx::query_as(
-            "WITH fence AS (SELECT epoch FROM replica_leader \
-                 WHERE node = $1 AND holder = $2 AND epoch = $3 FOR KEY SHARE), \
-             inserted AS (INSERT INTO participant_in_flight (node, change_id, body) \
+        let (fenced_in, inserted): (bool, bool) = sqlx::query_as(concat!(
+            "WITH fence AS (",
+            pg_fence_check!(),
+            "), inserted AS (INSERT INTO participant_in_flight (node, change_id, body) \
                  SELECT $1, $4, $5 FROM fence \
                  ON CONFLICT (node, change_id) DO NOTHING RETURNING 1) \
-             SELECT EXISTS (SELECT 1 FROM fence), EXISTS (SELECT 1 FROM inserted)",
-        )
+             SELECT EXISTS (SELECT 1 FROM fence), EXISTS (SELECT 1 FROM inserted)"
+        ))
         .bind(&fence.node)
         .bind(i64::from(fence.replica))
-        .bind(i64::try_from(fence.epoch).unwrap_or(i64::MAX))
+        .bind(fence.epoch_param())
         .bind(change_id)
         .bind(body)
         .fetch_one(pool)
         .await?;
         if !fenced_in {
-            return Err(StoreError::Fenced {
-                node: fence.node.clone(),
-                replica: fence.replica,
-                epoch: fence.epoch,
-            });
+            return Err(fence.refused());
         }
         Ok(inserted)
     }
