@@ -101,6 +101,39 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// `grpc-status` and `grpc-message`: the trailers of a call already answered, or the
+    /// head of a trailers-only answer.
+    pub fn grpc_headers(self) -> http::HeaderMap {
+        let (code, message) = self.grpc();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-status", http::HeaderValue::from(code));
+        if let Ok(message) = http::HeaderValue::from_str(&message.replace(' ', "%20")) {
+            headers.insert("grpc-message", message);
+        }
+        headers
+    }
+
+    /// The RFC 9457 problem document HTTP clients get (the shape the gateway's own errors
+    /// have, so HTTP clients parse one kind of error).
+    pub fn problem(self) -> String {
+        let status = self.status();
+        let code = self.code();
+        let title = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Internal Server Error");
+        serde_json::json!({
+            "type": format!("urn:tandem:error:{code}"),
+            "title": title,
+            "status": status,
+            "detail": self.grpc().1,
+            "code": code,
+        })
+        .to_string()
+    }
+}
+
 pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
     content_type.is_some_and(|c| c.starts_with(b"application/grpc"))
 }
@@ -118,12 +151,7 @@ pub async fn respond(session: &mut Session, failure: Failure, grpc: bool) -> u16
         if !(grpc && session.is_http2()) {
             return 0;
         }
-        let (code, message) = failure.grpc();
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", http::HeaderValue::from(code));
-        if let Ok(message) = http::HeaderValue::from_str(&message.replace(' ', "%20")) {
-            trailers.insert("grpc-message", message);
-        }
+        let trailers = failure.grpc_headers();
         return match session.write_response_trailers(trailers).await {
             Ok(()) => 200,
             Err(e) => {
@@ -151,23 +179,10 @@ pub async fn respond(session: &mut Session, failure: Failure, grpc: bool) -> u16
     }
 }
 
-/// An HTTP error answer with an RFC 9457 problem document (the shape the gateway's own errors
-/// have, so HTTP clients parse one kind of error), on a connection that then closes.
+/// An HTTP error answer with the problem document, on a connection that then closes.
 async fn problem(session: &mut Session, failure: Failure) -> pingora::Result<()> {
     let status = failure.status();
-    let code = failure.code();
-    let title = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Internal Server Error");
-    let body = serde_json::json!({
-        "type": format!("urn:tandem:error:{code}"),
-        "title": title,
-        "status": status,
-        "detail": failure.grpc().1,
-        "code": code,
-    })
-    .to_string();
+    let body = failure.problem();
     let mut header = pingora::protocols::http::ServerSession::generate_error(status);
     header.insert_header("content-type", "application/problem+json")?;
     header.set_content_length(body.len())?;
@@ -175,11 +190,11 @@ async fn problem(session: &mut Session, failure: Failure) -> pingora::Result<()>
 }
 
 fn grpc_response(failure: Failure) -> pingora::Result<ResponseHeader> {
-    let (code, message) = failure.grpc();
     let mut header = ResponseHeader::build(200, Some(3))?;
     header.insert_header("content-type", "application/grpc")?;
-    header.insert_header("grpc-status", code.to_string())?;
-    header.insert_header("grpc-message", message.replace(' ', "%20"))?;
+    for (name, value) in &failure.grpc_headers() {
+        header.insert_header(name.clone(), value.clone())?;
+    }
     Ok(header)
 }
 

@@ -10,6 +10,7 @@
 
 use crate::metrics::FrontendMetrics;
 use crate::proxy::LbProxy;
+use crate::relay::{Relay, Route};
 use crate::stream::StreamSlot;
 use crate::FrontendCounters;
 use bytes::BytesMut;
@@ -46,6 +47,8 @@ pub struct Frontend {
 pub struct FrontendApp {
     pub name: String,
     pub proxy: Arc<HttpProxy<LbProxy>>,
+    /// HTTP/2 requests to cleartext HTTP/2 groups bypass pingora through this.
+    pub relay: Relay,
     pub protocol: FrontendProtocol,
     pub tls: Option<Arc<Acceptor>>,
     pub limits: FrontendLimits,
@@ -233,6 +236,10 @@ impl FrontendApp {
             }
         };
         tokio::pin!(pinger);
+        // The connection's path is chosen once: relayed if its group is cleartext HTTP/2 now.
+        // Should a reload move the group to TLS or HTTP/1, the relayed connection refuses its
+        // next stream (REFUSED_STREAM, safe to retry) and closes, so the client reconnects.
+        let relayed = !matches!(self.relay.route(), Some(Route::Pingora));
         let mut draining = false;
         loop {
             tokio::select! {
@@ -245,19 +252,48 @@ impl FrontendApp {
                     tracing::info!(frontend = %self.name, "client missed an HTTP/2 ping; closing");
                     return;
                 }
-                accepted = H2Session::from_h2_conn(&mut conn, digest.clone()) => match accepted {
-                    Ok(Some(H2Accept::Session(session))) => {
+                accepted = next_stream(&mut conn, &digest, relayed) => match accepted {
+                    Accepted::Relay(request, respond) => self.relay_stream(request, respond, &mut conn),
+                    Accepted::Pingora(session) => {
                         let app = self.clone();
                         let shutdown = shutdown.clone();
                         tokio::spawn(async move {
                             app.request(ServerSession::new_http2(session), &shutdown).await;
                         });
                     }
-                    Ok(Some(H2Accept::Rejected)) => {}
-                    Ok(None) | Err(_) => return,
+                    Accepted::Rejected => {}
+                    Accepted::Closed => return,
                 },
             }
         }
+    }
+
+    /// One stream of a relayed connection, on its own task.
+    fn relay_stream(
+        self: &Arc<Self>,
+        request: http::Request<h2::RecvStream>,
+        mut respond: h2::server::SendResponse<bytes::Bytes>,
+        conn: &mut H2Connection,
+    ) {
+        let group = match self.relay.route() {
+            Some(Route::Relay(group)) => Some(group),
+            None => None,
+            Some(Route::Pingora) => {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                conn.graceful_shutdown();
+                return;
+            }
+        };
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let app = self.clone();
+        tokio::spawn(async move {
+            // Boxed, the relay's state (kilobytes) is written once, not copied at every move
+            // into the slot and the task.
+            let relayed = StreamSlot::run(Box::pin(app.relay.serve(group, request, respond)));
+            if relayed.await.is_none() {
+                tracing::info!(frontend = %app.name, "ended a stream: its server lost the active role");
+            }
+        });
     }
 
     /// HTTP/1.1 with keep-alive: each request head is read here first, under the header
@@ -374,6 +410,40 @@ impl FrontendApp {
                 None
             }
         }
+    }
+}
+
+type H2Connection = h2::server::Connection<Stream, bytes::Bytes>;
+
+// Returned straight to the accept loop, never stored: a box would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Accepted {
+    Relay(
+        http::Request<h2::RecvStream>,
+        h2::server::SendResponse<bytes::Bytes>,
+    ),
+    Pingora(H2Session),
+    /// pingora answered or reset a malformed stream itself.
+    Rejected,
+    Closed,
+}
+
+/// The next stream of an HTTP/2 connection, raw for the relay or as pingora's session.
+async fn next_stream(conn: &mut H2Connection, digest: &Arc<Digest>, relayed: bool) -> Accepted {
+    if relayed {
+        return match conn.accept().await {
+            Some(Ok((request, respond))) => Accepted::Relay(request, respond),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "HTTP/2 connection failed");
+                Accepted::Closed
+            }
+            None => Accepted::Closed,
+        };
+    }
+    match H2Session::from_h2_conn(conn, digest.clone()).await {
+        Ok(Some(H2Accept::Session(session))) => Accepted::Pingora(session),
+        Ok(Some(H2Accept::Rejected)) => Accepted::Rejected,
+        Ok(None) | Err(_) => Accepted::Closed,
     }
 }
 

@@ -5,7 +5,7 @@ use crate::error::LbError;
 use crate::health::{spawn_checks, HttpCheck};
 use crate::metrics::Metrics;
 use crate::select::{for_strategy, Selector};
-use crate::server::{Server, ServerKey, ServerStatus};
+use crate::server::{FailureKind, Server, ServerKey, ServerStatus};
 use crate::tls;
 use pingora::upstreams::peer::HttpPeer;
 use serde::Serialize;
@@ -104,6 +104,28 @@ impl Group {
 
     pub fn fail_timeout(&self) -> Duration {
         Duration::from_millis(self.config.passive.fail_timeout_ms)
+    }
+
+    /// Counts a failure of live traffic against server `index` (passive health), with one log
+    /// line when it ejects the server.
+    pub fn record_failure(&self, index: usize, kind: FailureKind) {
+        let server = &self.servers[index];
+        let passive = &self.config.passive;
+        if server.record_failure(kind, passive.max_fails, self.fail_timeout()) {
+            tracing::warn!(
+                group = %self.name,
+                server = %server.key.address,
+                kind = kind.as_str(),
+                fail_timeout_ms = passive.fail_timeout_ms,
+                "server ejected by passive health"
+            );
+        }
+    }
+
+    /// Whether the HTTP/2 relay (`relay`) can carry this group's requests: cleartext HTTP/2.
+    /// TLS and HTTP/1 servers go through pingora.
+    pub fn relayable(&self) -> bool {
+        self.config.protocol == UpstreamProtocol::H2c && self.config.tls.is_none()
     }
 
     /// After a server came up or went down: if the active role moved, end the streams of the

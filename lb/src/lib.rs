@@ -7,7 +7,8 @@
 //! touching listeners or in-flight requests. An admin endpoint serves status and metrics.
 //!
 //! `serve` is the whole service as a library function (what `tandem lb` and the tests call).
-//! Request phases live in `proxy`, connection handling in `frontend` (on the threads of
+//! Request phases live in `proxy` (pingora) and `relay` (HTTP/2 to cleartext HTTP/2 groups,
+//! the gRPC fast path), connection handling in `frontend` (on the threads of
 //! `tandem_nodes::workers`), selection in `select`, health in `health`/`server`, failure→status mapping in
 //! `failure`. This crate depends on `tandem-nodes` for the config types and the health probe
 //! only.
@@ -20,6 +21,7 @@ mod group;
 mod health;
 mod metrics;
 mod proxy;
+mod relay;
 mod select;
 mod server;
 mod stream;
@@ -37,6 +39,7 @@ use group::{Group, ServerIndex};
 use metrics::Metrics;
 use pingora::server::configuration::ServerConf;
 use proxy::{LbProxy, Routes};
+use relay::Relay;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -350,6 +353,7 @@ pub async fn serve(
                 Arc::new(FrontendApp {
                     name: f.name.clone(),
                     proxy: Arc::new(proxy),
+                    relay: Relay::new(f.name.clone(), routes.clone(), frontend_metrics.clone()),
                     protocol: f.protocol,
                     tls: tls.clone(),
                     limits: f.limits.clone(),

@@ -57,21 +57,11 @@ impl LbProxy {
             return;
         };
         ctx.failure_counted = true;
-        let server = &group.servers[index];
-        let passive = &group.config.passive;
-        if server.record_failure(kind, passive.max_fails, group.fail_timeout()) {
-            tracing::warn!(
-                group = %group.name,
-                server = %server.key.address,
-                kind = kind.as_str(),
-                fail_timeout_ms = passive.fail_timeout_ms,
-                "server ejected by passive health"
-            );
-        }
+        group.record_failure(index, kind);
     }
 }
 
-fn grpc_unavailable(value: Option<&http::HeaderValue>) -> bool {
+pub(crate) fn grpc_unavailable(value: Option<&http::HeaderValue>) -> bool {
     value.is_some_and(|v| v.as_bytes() == b"14")
 }
 

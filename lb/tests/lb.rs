@@ -413,6 +413,79 @@ async fn h2c_and_http1_share_an_auto_port() {
     lb.stop().await;
 }
 
+/// A raw HTTP/2 client connection to `addr` (prior knowledge), driven on its own task.
+async fn h2_connection(addr: std::net::SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    send
+}
+
+/// `GET /echo` on an HTTP/2 connection: status, headers and body.
+async fn h2_get(
+    send: &h2::client::SendRequest<bytes::Bytes>,
+    addr: std::net::SocketAddr,
+) -> Result<(u16, http::HeaderMap, String), h2::Error> {
+    let request = http::Request::get(format!("http://{addr}/echo"))
+        .body(())
+        .unwrap();
+    let (response, _) = send.clone().ready().await?.send_request(request, true)?;
+    let (head, mut body) = response.await?.into_parts();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.data().await {
+        text.extend_from_slice(&chunk?);
+    }
+    Ok((
+        head.status.as_u16(),
+        head.headers,
+        String::from_utf8_lossy(&text).into_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_http1_servers_moves_http2_clients_off_the_relay() {
+    let g = TestBackend::grpc("g1", true).await.unwrap();
+    let a = TestBackend::http1("a", true).await.unwrap();
+    let h2c = config("h2c", &group("round_robin", "h2c", &servers(&[&g]), ""));
+    let lb = Lb::start(&h2c).await;
+    lb.wait_servers("g", "up").await;
+    let addr = lb.addr("f");
+    // Relayed to the tonic server, which answers an unknown path itself: UNIMPLEMENTED.
+    let relayed = h2_connection(addr).await;
+    let (_, headers, _) = h2_get(&relayed, addr).await.unwrap();
+    assert_eq!(headers["grpc-status"], "12");
+
+    std::fs::write(
+        &lb.path,
+        config("h2c", &group("round_robin", "http1", &servers(&[&a]), "")),
+    )
+    .unwrap();
+    lb.running.lb().reload_from_file().await.unwrap();
+    lb.wait_servers("g", "up").await;
+    // The relayed connection refuses its next stream (safe to retry) and closes.
+    let refused = h2_get(&relayed, addr).await.unwrap_err();
+    assert_eq!(
+        refused.reason(),
+        Some(h2::Reason::REFUSED_STREAM),
+        "{refused:?}"
+    );
+    assert!(h2_get(&relayed, addr).await.is_err());
+    // A new connection goes through pingora to the HTTP/1 server.
+    let proxied = h2_connection(addr).await;
+    let (status, _, body) = h2_get(&proxied, addr).await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "a"));
+
+    // Back to HTTP/2 servers: the pingora connection keeps serving, now to the tonic server.
+    std::fs::write(&lb.path, &h2c).unwrap();
+    lb.running.lb().reload_from_file().await.unwrap();
+    lb.wait_servers("g", "up").await;
+    let (_, headers, _) = h2_get(&proxied, addr).await.unwrap();
+    assert_eq!(headers["grpc-status"], "12");
+    lb.stop().await;
+}
+
 /// Under load on two cores a health probe can take a while: a single slow probe must not take
 /// the only server down in the middle of the reload test.
 const TOLERANT: &str = "{ interval_ms = 50, timeout_ms = 1000, rise = 1, fall = 3 }";
