@@ -211,9 +211,14 @@ impl Relay {
                 biased;
                 sent = &mut request_side, if !request_done => {
                     request_done = true;
-                    sent?;
+                    self.settle_request_side(sent, &lease, &fail)?;
                 }
                 response = &mut response => break response,
+                // A client that cancels (or leaves) while the server is silent ends the call
+                // here; dropping the server's stream resets it.
+                reset = std::future::poll_fn(|cx| down.respond.poll_reset(cx)) => {
+                    return Err(client_reset(reset));
+                }
             }
         };
         let response = match response {
@@ -238,23 +243,24 @@ impl Relay {
             fail(FailureKind::GrpcUnavailable);
         }
         let end_of_response = upstream_recv.is_end_stream();
-        down.status = parts.status.as_u16();
+        let status = parts.status.as_u16();
         let body = down
             .respond
             .send_response(http::Response::from_parts(parts, ()), end_of_response)
             .map_err(|e| Failed::new(Failure::ClientGone, e))?;
+        down.status = status;
         if end_of_response {
             return Ok(());
         }
         let down_body = down.body.insert(body);
-        let response_side = pump_response(upstream_recv, down_body, read, write, &fail);
+        let response_side = pump_response(upstream_recv, down_body, read, &fail);
         tokio::pin!(response_side);
         loop {
             tokio::select! {
                 biased;
                 sent = &mut request_side, if !request_done => {
                     request_done = true;
-                    sent?;
+                    self.settle_request_side(sent, &lease, &fail)?;
                 }
                 done = &mut response_side => {
                     if let Err(failed) = &done {
@@ -266,6 +272,34 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// The request body was sent, or could not be: a write to the server that timed out
+    /// counts against it, and its connection takes no new streams (it may be hung).
+    fn settle_request_side(
+        &self,
+        sent: Result<(), Failed>,
+        lease: &Lease,
+        fail: &impl Fn(FailureKind),
+    ) -> Result<(), Failed> {
+        if let Err(failed) = &sent {
+            if failed.failure == Failure::UpstreamTimeout {
+                fail(FailureKind::Upstream);
+                self.pool.retire(lease);
+            }
+        }
+        sent
+    }
+}
+
+/// The client reset its stream, or its connection ended.
+fn client_reset(reset: Result<h2::Reason, h2::Error>) -> Failed {
+    match reset {
+        Ok(reason) => Failed::new(
+            Failure::ClientGone,
+            format!("client reset the stream ({reason})"),
+        ),
+        Err(e) => Failed::new(Failure::ClientGone, e),
     }
 }
 
@@ -390,16 +424,22 @@ async fn pump_request(
 }
 
 /// Server → client: the response body and trailers, feeding passive health with a gRPC
-/// `UNAVAILABLE` in the trailers.
+/// `UNAVAILABLE` in the trailers. A client that reads slowly holds the server back through
+/// flow control, without a time limit (`write_ms` is about the server); one that resets or
+/// leaves ends the call even while the server is silent.
 async fn pump_response(
     mut up: RecvStream,
     down: &mut SendStream<Bytes>,
     read: Option<Duration>,
-    write: Option<Duration>,
     fail: &impl Fn(FailureKind),
 ) -> Result<(), Failed> {
     loop {
-        let chunk = match within(read, up.data()).await {
+        let chunk = tokio::select! {
+            biased;
+            chunk = within(read, up.data()) => chunk,
+            reset = std::future::poll_fn(|cx| down.poll_reset(cx)) => return Err(client_reset(reset)),
+        };
+        let chunk = match chunk {
             None => {
                 fail(FailureKind::Upstream);
                 return Err(Failed::new(
@@ -415,12 +455,17 @@ async fn pump_response(
             Some(Some(Ok(chunk))) => chunk,
         };
         let len = chunk.len();
-        send_data(down, chunk, write)
+        send_data(down, chunk, None)
             .await
             .map_err(|e| Failed::new(Failure::ClientGone, e))?;
         let _ = up.flow_control().release_capacity(len);
     }
-    let trailers = match within(read, up.trailers()).await {
+    let trailers = tokio::select! {
+        biased;
+        trailers = within(read, up.trailers()) => trailers,
+        reset = std::future::poll_fn(|cx| down.poll_reset(cx)) => return Err(client_reset(reset)),
+    };
+    let trailers = match trailers {
         None => {
             fail(FailureKind::Upstream);
             return Err(Failed::new(
@@ -566,8 +611,13 @@ impl Pool {
         let mut connections = lock(&self.connections);
         let list = connections.get_mut(&address)?;
         list.retain(|u| !u.shared.retired.load(Ordering::Relaxed));
+        // Within our limit and the server's (SETTINGS_MAX_CONCURRENT_STREAMS): h2 would queue
+        // a stream beyond the server's, where it could wait behind long-lived ones.
         list.iter()
-            .find(|u| u.shared.streams.load(Ordering::Relaxed) < max)
+            .find(|u| {
+                let open = u.shared.streams.load(Ordering::Relaxed);
+                open < max && open < u.send.current_max_send_streams()
+            })
             .map(Upstream::take)
     }
 
@@ -589,8 +639,10 @@ impl Upstream {
 /// Connects and hands the connection to a driver task on this worker, which also sends the
 /// keepalive pings and closes it when idle or dead.
 async fn connect(address: SocketAddr, config: &BackendConfig) -> Result<Upstream, Failed> {
-    let limit = Duration::from_millis(config.timeouts.connect_ms.max(1));
-    let tcp = match tokio::time::timeout(limit, TcpStream::connect(address)).await {
+    // One deadline for the TCP connect and the HTTP/2 handshake together.
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(config.timeouts.connect_ms.max(1));
+    let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
             return Err(Failed::new(
@@ -613,7 +665,7 @@ async fn connect(address: SocketAddr, config: &BackendConfig) -> Result<Upstream
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake::<_, Bytes>(tcp);
-    let (send, connection) = match tokio::time::timeout(limit, handshake).await {
+    let (send, connection) = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {
             return Err(Failed::new(

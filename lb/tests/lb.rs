@@ -266,7 +266,28 @@ async fn a_sent_request_is_not_retried_and_a_silent_server_gives_504() {
         2,
         "the calls sent to the silent server were not retried"
     );
-    // The same through HTTP/1: 504.
+    task.abort();
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_its_client_cancels_ends_while_the_server_is_silent() {
+    let health = TestBackend::grpc("health", true).await.unwrap();
+    let (silent, task) = silent_server().await;
+    let servers = format!("{{ address = \"{silent}\", health = \"{}\" }}", health.health);
+    // No read timeout: only the client's cancel can end these calls.
+    let lb = Lb::start(&config("h2c", &group("round_robin", "h2c", &servers, ""))).await;
+    lb.wait_servers("g", "up").await;
+    let mut client = lb.client("f").await;
+    for _ in 0..3 {
+        let cancelled = tokio::time::timeout(Duration::from_millis(200), call(&mut client)).await;
+        assert!(cancelled.is_err(), "{cancelled:?}");
+    }
+    // Dropping a call resets its stream; the lb ends its half and nothing stays in flight.
+    wait_until(Duration::from_secs(5), || async {
+        lb.status()["groups"][0]["servers"][0]["active_requests"] == 0
+    })
+    .await;
     task.abort();
     lb.stop().await;
 }
