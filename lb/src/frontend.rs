@@ -286,11 +286,17 @@ impl FrontendApp {
         };
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let app = self.clone();
+        // Only an `active` group's streams can be ended from outside (`stream`); the others
+        // skip the slot.
+        let endable = group.as_ref().is_some_and(|g| g.is_active_strategy());
         tokio::spawn(async move {
             // Boxed, the relay's state (kilobytes) is written once, not copied at every move
             // into the slot and the task.
-            let relayed = StreamSlot::run(Box::pin(app.relay.serve(group, request, respond)));
-            if relayed.await.is_none() {
+            let relayed = Box::pin(app.relay.serve(group, request, respond));
+            if !endable {
+                return relayed.await;
+            }
+            if StreamSlot::run(relayed).await.is_none() {
                 tracing::info!(frontend = %app.name, "ended a stream: its server lost the active role");
             }
         });

@@ -236,9 +236,9 @@ async fn a_backend_that_stops_answering_pings_fails_its_streams() {
     let mut client = lb.client("f").await;
     assert_eq!(send(&mut client, "hello").await.unwrap(), "raw");
 
-    // pingora waits a fixed 5 s for a PING's answer (its `PING_TIMEOUT`), after up to one
-    // interval before the PING is sent; the call must fail then, not hang.
-    let limit = Duration::from_millis(ping_ms) * 2 + Duration::from_secs(5);
+    // The relay sends a PING every interval and waits one interval for its answer, so the
+    // call must fail within two intervals (and some slack for a loaded machine), not hang.
+    let limit = Duration::from_millis(ping_ms) * 2 + Duration::from_secs(1);
     let started = Instant::now();
     let status = tokio::time::timeout(limit + Duration::from_secs(3), send(&mut client, "freeze"))
         .await
