@@ -274,7 +274,10 @@ async fn a_sent_request_is_not_retried_and_a_silent_server_gives_504() {
 async fn a_call_its_client_cancels_ends_while_the_server_is_silent() {
     let health = TestBackend::grpc("health", true).await.unwrap();
     let (silent, task) = silent_server().await;
-    let servers = format!("{{ address = \"{silent}\", health = \"{}\" }}", health.health);
+    let servers = format!(
+        "{{ address = \"{silent}\", health = \"{}\" }}",
+        health.health
+    );
     // No read timeout: only the client's cancel can end these calls.
     let lb = Lb::start(&config("h2c", &group("round_robin", "h2c", &servers, ""))).await;
     lb.wait_servers("g", "up").await;
