@@ -414,6 +414,7 @@ pub async fn bench(args: BenchLbArgs) -> anyhow::Result<ExitCode> {
     )?;
     let ports = (free_port()?, free_port()?, free_port()?);
     let haproxy_file = dir.path().join("haproxy.cfg");
+    let haproxy_log = dir.path().join("haproxy.log");
     std::fs::write(
         &haproxy_file,
         haproxy_config(ports, &rr_refs, &active_refs, &tuned_refs),
@@ -425,11 +426,16 @@ pub async fn bench(args: BenchLbArgs) -> anyhow::Result<ExitCode> {
         .arg("-f")
         .arg(&haproxy_file)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        // Its server state changes ([WARNING] lines) would print over the results; they are
+        // shown only if it does not start.
+        .stderr(std::fs::File::create(&haproxy_log)?)
         .kill_on_drop(true)
         .spawn()?;
     let haproxy_addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening(haproxy_addr(ports.0)).await?;
+    if let Err(e) = wait_listening(haproxy_addr(ports.0)).await {
+        let log = std::fs::read_to_string(&haproxy_log).unwrap_or_default();
+        anyhow::bail!("haproxy did not start: {e}\n{log}");
+    }
 
     let steal = crate::commands::bench::StealMeter::start();
     let result = async {
