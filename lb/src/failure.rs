@@ -99,9 +99,7 @@ impl Failure {
             Failure::ClientGone | Failure::Internal => (13, "load balancer error"),
         }
     }
-}
 
-impl Failure {
     /// `grpc-status` and `grpc-message`: the trailers of a call already answered, or the
     /// head of a trailers-only answer.
     pub fn grpc_headers(self) -> http::HeaderMap {
@@ -136,6 +134,11 @@ impl Failure {
 
 pub fn is_grpc(content_type: Option<&[u8]>) -> bool {
     content_type.is_some_and(|c| c.starts_with(b"application/grpc"))
+}
+
+/// A `grpc-status` of UNAVAILABLE (14), which counts against the server (passive health).
+pub fn grpc_unavailable(value: Option<&http::HeaderValue>) -> bool {
+    value.is_some_and(|v| v.as_bytes() == b"14")
 }
 
 /// Answers the client of a failed request. Once a response was started only a gRPC call over

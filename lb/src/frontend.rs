@@ -293,11 +293,10 @@ impl FrontendApp {
             // Boxed, the relay's state (kilobytes) is written once, not copied at every move
             // into the slot and the task.
             let relayed = Box::pin(app.relay.serve(group, request, respond));
-            if !endable {
-                return relayed.await;
-            }
-            if StreamSlot::run(relayed).await.is_none() {
-                tracing::info!(frontend = %app.name, "ended a stream: its server lost the active role");
+            if endable {
+                app.endable(relayed).await;
+            } else {
+                relayed.await;
             }
         });
     }
@@ -409,13 +408,17 @@ impl FrontendApp {
             session,
             shutdown,
         ));
-        match StreamSlot::run(proxied).await {
-            Some(reused) => reused,
-            None => {
-                tracing::info!(frontend = %self.name, "ended a stream: its server lost the active role");
-                None
-            }
+        self.endable(proxied).await.flatten()
+    }
+
+    /// Runs a request in a stream slot (`stream`), so that it is dropped when its server loses
+    /// the active role; `None` (and one log line) if it was.
+    async fn endable<F: std::future::Future>(&self, request: F) -> Option<F::Output> {
+        let out = StreamSlot::run(request).await;
+        if out.is_none() {
+            tracing::info!(frontend = %self.name, "ended a stream: its server lost the active role");
         }
+        out
     }
 }
 

@@ -30,7 +30,7 @@ pub struct Group {
 /// Servers of the running config by group name and key, so a reload keeps their state.
 pub type ServerIndex = HashMap<(String, ServerKey), Arc<Server>>;
 
-fn nonzero_ms(ms: u64) -> Option<Duration> {
+pub(crate) fn nonzero_ms(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
 

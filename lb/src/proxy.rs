@@ -4,7 +4,7 @@
 //! `fail_to_proxy` answers through `failure::respond`, and `logging` writes metrics and the
 //! one log line of a failed request.
 
-use crate::failure::{self, Failure};
+use crate::failure::{self, grpc_unavailable, Failure};
 use crate::group::Group;
 use crate::metrics::FrontendMetrics;
 use crate::server::{FailureKind, InFlight};
@@ -59,10 +59,6 @@ impl LbProxy {
         ctx.failure_counted = true;
         group.record_failure(index, kind);
     }
-}
-
-pub(crate) fn grpc_unavailable(value: Option<&http::HeaderValue>) -> bool {
-    value.is_some_and(|v| v.as_bytes() == b"14")
 }
 
 #[async_trait]

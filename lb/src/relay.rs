@@ -8,11 +8,12 @@
 //! A `Relay` belongs to one frontend on one worker, so its pool of upstream connections is
 //! only ever used from that worker's thread, as pingora's is.
 
-use crate::failure::{self, Failure};
+use crate::failure::{self, grpc_unavailable, Failure};
+use crate::group::nonzero_ms;
 use crate::group::Group;
 use crate::metrics::FrontendMetrics;
-use crate::proxy::{grpc_unavailable, Routes};
-use crate::server::FailureKind;
+use crate::proxy::Routes;
+use crate::server::{lock, FailureKind};
 use crate::stream::StreamSlot;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -188,9 +189,32 @@ impl Relay {
                 }
             }
         };
+        let result = self
+            .exchange(group, index, response, body, upstream_body, down)
+            .await;
+        if result
+            .as_ref()
+            .is_err_and(|f| f.failure == Failure::UpstreamTimeout)
+        {
+            // A stream on this connection timed out: it may be hung, so it takes no new ones.
+            self.pool.retire(&lease);
+        }
+        result
+    }
+
+    /// The exchange with server `index` once its stream is open: the request body goes up
+    /// while the response comes down (bidirectional streams).
+    async fn exchange(
+        &self,
+        group: &Group,
+        index: usize,
+        response: h2::client::ResponseFuture,
+        body: RecvStream,
+        upstream_body: SendStream<Bytes>,
+        down: &mut Downstream,
+    ) -> Result<(), Failed> {
         let timeouts = &group.config.timeouts;
         let read = nonzero_ms(timeouts.read_ms);
-        let write = nonzero_ms(timeouts.write_ms);
         // Passive health counts one failure per request at most (a 5xx head and then an
         // UNAVAILABLE trailer are one failure).
         let counted = AtomicBool::new(false);
@@ -199,42 +223,25 @@ impl Relay {
                 group.record_failure(index, kind);
             }
         };
-
-        // The request body goes up while the response comes down (bidirectional streams).
-        let request_side = pump_request(body, upstream_body, write);
+        let mut request_done = body.is_end_stream();
+        let request_side = pump_request(body, upstream_body, nonzero_ms(timeouts.write_ms), &fail);
         tokio::pin!(request_side);
-        let mut request_done = end_of_request;
-        let response = within(read, response);
+        let response = from_server(read, response, "response head", &fail);
         tokio::pin!(response);
         let response = loop {
             tokio::select! {
                 biased;
                 sent = &mut request_side, if !request_done => {
                     request_done = true;
-                    self.settle_request_side(sent, &lease, &fail)?;
+                    sent?;
                 }
-                response = &mut response => break response,
+                response = &mut response => break response?,
                 // A client that cancels (or leaves) while the server is silent ends the call
                 // here; dropping the server's stream resets it.
                 reset = std::future::poll_fn(|cx| down.respond.poll_reset(cx)) => {
                     return Err(client_reset(reset));
                 }
             }
-        };
-        let response = match response {
-            None => {
-                self.pool.retire(&lease);
-                fail(FailureKind::Upstream);
-                return Err(Failed::new(
-                    Failure::UpstreamTimeout,
-                    "no response head within read_ms",
-                ));
-            }
-            Some(Err(e)) => {
-                fail(FailureKind::Upstream);
-                return Err(Failed::new(Failure::BadUpstream, e));
-            }
-            Some(Ok(response)) => response,
         };
         let (parts, upstream_recv) = response.into_parts();
         if parts.status.is_server_error() {
@@ -260,35 +267,35 @@ impl Relay {
                 biased;
                 sent = &mut request_side, if !request_done => {
                     request_done = true;
-                    self.settle_request_side(sent, &lease, &fail)?;
+                    sent?;
                 }
-                done = &mut response_side => {
-                    if let Err(failed) = &done {
-                        if failed.failure == Failure::UpstreamTimeout {
-                            self.pool.retire(&lease);
-                        }
-                    }
-                    return done;
-                }
+                done = &mut response_side => return done,
             }
         }
     }
+}
 
-    /// The request body was sent, or could not be: a write to the server that timed out
-    /// counts against it, and its connection takes no new streams (it may be hung).
-    fn settle_request_side(
-        &self,
-        sent: Result<(), Failed>,
-        lease: &Lease,
-        fail: &impl Fn(FailureKind),
-    ) -> Result<(), Failed> {
-        if let Err(failed) = &sent {
-            if failed.failure == Failure::UpstreamTimeout {
-                fail(FailureKind::Upstream);
-                self.pool.retire(lease);
-            }
+/// One read from the server (`what`), within `read_ms` when set. A timeout or a broken
+/// stream counts against the server.
+async fn from_server<T>(
+    read: Option<Duration>,
+    future: impl Future<Output = Result<T, h2::Error>>,
+    what: &str,
+    fail: &impl Fn(FailureKind),
+) -> Result<T, Failed> {
+    match within(read, future).await {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(e)) => {
+            fail(FailureKind::Upstream);
+            Err(Failed::new(Failure::BadUpstream, e))
         }
-        sent
+        None => {
+            fail(FailureKind::Upstream);
+            Err(Failed::new(
+                Failure::UpstreamTimeout,
+                format!("{what} not received within read_ms"),
+            ))
+        }
     }
 }
 
@@ -301,10 +308,6 @@ fn client_reset(reset: Result<h2::Reason, h2::Error>) -> Failed {
         ),
         Err(e) => Failed::new(Failure::ClientGone, e),
     }
-}
-
-fn nonzero_ms(ms: u64) -> Option<Duration> {
-    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 /// `future` within `limit` (`None` when it ran out); no limit when `limit` is `None`.
@@ -392,12 +395,14 @@ impl std::fmt::Display for SendError {
 }
 
 /// Client → server: the request body and trailers. A client that resets or leaves fails the
-/// request (ClientGone, which cancels the server's stream as it is dropped). A server that
-/// stops reading (it answered early, or reset) ends only this half: the response decides.
+/// request (ClientGone, which cancels the server's stream as it is dropped); a write the server
+/// holds back beyond `write_ms` counts against it. A server that stops reading (it answered
+/// early, or reset) ends only this half: the response decides.
 async fn pump_request(
     mut down: RecvStream,
     mut up: SendStream<Bytes>,
     write: Option<Duration>,
+    fail: &impl Fn(FailureKind),
 ) -> Result<(), Failed> {
     while let Some(chunk) = down.data().await {
         let chunk = chunk.map_err(|e| Failed::new(Failure::ClientGone, e))?;
@@ -405,7 +410,8 @@ async fn pump_request(
         match send_data(&mut up, chunk, write).await {
             Ok(()) => {}
             Err(SendError::TimedOut) => {
-                return Err(Failed::new(Failure::UpstreamTimeout, SendError::TimedOut))
+                fail(FailureKind::Upstream);
+                return Err(Failed::new(Failure::UpstreamTimeout, SendError::TimedOut));
             }
             Err(_) => return std::future::pending().await,
         }
@@ -434,26 +440,14 @@ async fn pump_response(
     fail: &impl Fn(FailureKind),
 ) -> Result<(), Failed> {
     loop {
+        // `data()` as a Result: `Ok(None)` is the end of the body.
+        let data = async { up.data().await.transpose() };
         let chunk = tokio::select! {
             biased;
-            chunk = within(read, up.data()) => chunk,
+            chunk = from_server(read, data, "response body", fail) => chunk?,
             reset = std::future::poll_fn(|cx| down.poll_reset(cx)) => return Err(client_reset(reset)),
         };
-        let chunk = match chunk {
-            None => {
-                fail(FailureKind::Upstream);
-                return Err(Failed::new(
-                    Failure::UpstreamTimeout,
-                    "response body stalled for read_ms",
-                ));
-            }
-            Some(None) => break,
-            Some(Some(Err(e))) => {
-                fail(FailureKind::Upstream);
-                return Err(Failed::new(Failure::BadUpstream, e));
-            }
-            Some(Some(Ok(chunk))) => chunk,
-        };
+        let Some(chunk) = chunk else { break };
         let len = chunk.len();
         send_data(down, chunk, None)
             .await
@@ -462,22 +456,8 @@ async fn pump_response(
     }
     let trailers = tokio::select! {
         biased;
-        trailers = within(read, up.trailers()) => trailers,
+        trailers = from_server(read, up.trailers(), "response trailers", fail) => trailers?,
         reset = std::future::poll_fn(|cx| down.poll_reset(cx)) => return Err(client_reset(reset)),
-    };
-    let trailers = match trailers {
-        None => {
-            fail(FailureKind::Upstream);
-            return Err(Failed::new(
-                Failure::UpstreamTimeout,
-                "response trailers not received within read_ms",
-            ));
-        }
-        Some(Err(e)) => {
-            fail(FailureKind::Upstream);
-            return Err(Failed::new(Failure::BadUpstream, e));
-        }
-        Some(Ok(trailers)) => trailers,
     };
     let sent = match trailers {
         Some(trailers) => {
@@ -568,10 +548,6 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.0.streams.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Pool {

@@ -73,11 +73,7 @@ async fn servers_start_down_until_their_first_check_passes() {
     let a = TestBackend::grpc("a", true).await.unwrap();
     // Its traffic port works, but its health address answers nothing: it must never get a call
     // (pingora's own health state would start it up).
-    let server = format!(
-        "{{ address = \"{}\", health = \"{}\" }}",
-        a.address,
-        closed_port().await
-    );
+    let server = server(a.address, closed_port().await);
     let lb = Lb::start(&config("h2c", &group("round_robin", "h2c", &server, ""))).await;
     let status = lb.status();
     assert_eq!(
@@ -193,8 +189,9 @@ async fn a_failed_connect_is_retried_on_another_server() {
     let dead = closed_port().await;
     // Healthy by its health check, but nothing listens on its traffic port.
     let servers = format!(
-        "{{ address = \"{dead}\", health = \"{}\" }}, {{ address = \"{}\", health = \"{}\" }}",
-        a.health, a.address, a.health
+        "{}, {}",
+        server(dead, a.health),
+        server(a.address, a.health)
     );
     let passive = "passive = { max_fails = 0 }";
     let lb = Lb::start(&config(
@@ -235,8 +232,9 @@ async fn a_sent_request_is_not_retried_and_a_silent_server_gives_504() {
     let a = TestBackend::grpc("a", true).await.unwrap();
     let (silent, task) = silent_server().await;
     let servers = format!(
-        "{{ address = \"{silent}\", health = \"{}\" }}, {{ address = \"{}\", health = \"{}\" }}",
-        a.health, a.address, a.health
+        "{}, {}",
+        server(silent, a.health),
+        server(a.address, a.health)
     );
     let extra = "passive = { max_fails = 0 }\ntimeouts = { read_ms = 300 }";
     let lb = Lb::start(&config(
@@ -274,10 +272,7 @@ async fn a_sent_request_is_not_retried_and_a_silent_server_gives_504() {
 async fn a_call_its_client_cancels_ends_while_the_server_is_silent() {
     let health = TestBackend::grpc("health", true).await.unwrap();
     let (silent, task) = silent_server().await;
-    let servers = format!(
-        "{{ address = \"{silent}\", health = \"{}\" }}",
-        health.health
-    );
+    let servers = server(silent, health.health);
     // No read timeout: only the client's cancel can end these calls.
     let lb = Lb::start(&config("h2c", &group("round_robin", "h2c", &servers, ""))).await;
     lb.wait_servers("g", "up").await;
@@ -834,10 +829,7 @@ mod tls {
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await
         });
-        let servers = format!(
-            "{{ address = \"{address}\", health = \"{}\" }}",
-            health.health
-        );
+        let servers = common::server(address, health.health);
         let with_cert = format!(
             "tls = {{ ca = \"{ca}\", cert = \"{cert}\", key = \"{key}\", sni = \"localhost\" }}"
         );

@@ -150,7 +150,7 @@ async fn send(
 /// A group `g` with one server: the raw backend, checked through `health`'s health endpoint
 /// (the raw backend has none), passive health off so the resets cannot eject it.
 fn raw_config(raw: SocketAddr, health: &TestBackend, extra: &str) -> String {
-    let servers = format!("{{ address = \"{raw}\", health = \"{}\" }}", health.health);
+    let servers = server(raw, health.health);
     config(
         "h2c",
         &group(

@@ -118,15 +118,15 @@ where
     }
 }
 
+/// One entry of a group's `servers`: traffic to `address`, health checks to `health`.
+pub fn server(address: SocketAddr, health: SocketAddr) -> String {
+    format!("{{ address = \"{address}\", health = \"{health}\" }}")
+}
+
 pub fn servers(backends: &[&TestBackend]) -> String {
     backends
         .iter()
-        .map(|b| {
-            format!(
-                "{{ address = \"{}\", health = \"{}\" }}",
-                b.address, b.health
-            )
-        })
+        .map(|b| server(b.address, b.health))
         .collect::<Vec<_>>()
         .join(", ")
 }
